@@ -8,14 +8,17 @@ files, and renaming or moving the data does not invalidate the cache.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import multiprocessing as mp
 import os
 import tempfile
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -24,6 +27,8 @@ from .progress import progress_bar
 
 #: Below this many files the work runs in-process: starting workers would cost more than it saves.
 MIN_ITEMS_FOR_WORKERS = 48
+#: Chunks queued per worker: enough to keep every worker busy, few enough to keep memory flat.
+_IN_FLIGHT_PER_WORKER = 4
 
 
 class Extractor(Protocol):
@@ -119,10 +124,56 @@ def _limit_worker_threads() -> None:
         pass
 
 
-def _pool_context():
-    # fork: workers start instantly and user scripts need no ``if __name__ == "__main__"`` guard.
-    # Workers only run NumPy/OpenCV/Pillow code with one thread each, which is safe after fork.
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the life of this process: starting workers costs seconds, so every
+    extraction call (training, validation, scoring chunks) reuses the same ones."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        # Not fork: a child forked after OpenCV/OpenMP/torch started threads in the parent can
+        # deadlock (seen with cv2.setNumThreads). forkserver children start from a clean server
+        # that has the heavy modules imported once. As with any multiprocessing code, a user script
+        # calling this with workers > 1 needs the ``if __name__ == "__main__":`` guard.
+        if "forkserver" in mp.get_all_start_methods():
+            context = mp.get_context("forkserver")
+            context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "dflab.features", "dflab.detectors.classic"])
+        else:
+            context = mp.get_context("spawn")
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        atexit.register(pool.shutdown, wait=False, cancel_futures=True)
+    return pool
+
+
+def _submit_all(workers: int, extractor, sources, chunks, cache_dir):
+    try:
+        pool = _pool(workers)
+        return [pool.submit(_extract_chunk, extractor, [sources[i] for i in indices], cache_dir) for indices in chunks]
+    except BrokenProcessPool:
+        _POOLS.pop(workers, None)  # a worker died earlier (e.g. killed): start a fresh pool once
+        pool = _pool(workers)
+        return [pool.submit(_extract_chunk, extractor, [sources[i] for i in indices], cache_dir) for indices in chunks]
+
+
+def iter_extract(sources: Sequence[ImageLike], extractor: Extractor, *, workers: int | None = None,
+                 cache_dir: Path | str | None | bool = True, description: str = "features", chunk_size: int = 16):
+    """Yield ``(indices, [(features | None, reason | None), ...])`` chunk by chunk, in input order, so
+    callers can stream results without holding every image's features at once."""
+    cache_dir = _resolve_cache_dir(cache_dir)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    n = len(sources)
+    chunks = [list(range(start, min(start + chunk_size, n))) for start in range(0, n, chunk_size)]
+    with progress_bar(description, n) as advance:
+        if workers == 1 or n < MIN_ITEMS_FOR_WORKERS:
+            for indices in chunks:
+                yield indices, _extract_chunk(extractor, [sources[i] for i in indices], cache_dir)
+                advance(len(indices))
+        else:
+            futures = _submit_all(workers, extractor, sources, chunks, cache_dir)
+            for indices, future in zip(chunks, futures):
+                yield indices, future.result()
+                advance(len(indices))
 
 
 def extract(sources: Sequence[ImageLike], extractor: Extractor, *, workers: int | None = None,
@@ -133,36 +184,24 @@ def extract(sources: Sequence[ImageLike], extractor: Extractor, *, workers: int 
     ``cache_dir``: ``True`` = the default cache folder, ``False``/``None`` = no cache, or a folder.
     ``workers``: worker processes (default: all cores); 1 runs in this process.
     """
-    if cache_dir is True:
-        cache_dir = default_cache_dir()
-    elif cache_dir is False:
-        cache_dir = None
-    workers = default_workers() if workers is None else max(1, int(workers))
-    n = len(sources)
-    features: list[np.ndarray | None] = [None] * n
+    features: list[np.ndarray | None] = [None] * len(sources)
     errors: dict[int, str] = {}
-    chunks = [list(range(start, min(start + chunk_size, n))) for start in range(0, n, chunk_size)]
-
-    def collect(indices, results):
+    for indices, results in iter_extract(sources, extractor, workers=workers, cache_dir=cache_dir,
+                                         description=description, chunk_size=chunk_size):
         for index, (value, reason) in zip(indices, results):
             if reason is None:
                 features[index] = value
             else:
                 errors[index] = reason
-
-    with progress_bar(description, n) as advance:
-        if workers == 1 or n < MIN_ITEMS_FOR_WORKERS:
-            for indices in chunks:
-                collect(indices, _extract_chunk(extractor, [sources[i] for i in indices], cache_dir))
-                advance(len(indices))
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_pool_context()) as pool:
-                futures = [pool.submit(_extract_chunk, extractor, [sources[i] for i in indices], cache_dir)
-                           for indices in chunks]
-                for indices, future in zip(chunks, futures):
-                    collect(indices, future.result())
-                    advance(len(indices))
     return ExtractionResult(features, errors)
+
+
+def _resolve_cache_dir(cache_dir: Path | str | None | bool) -> Path | None:
+    if cache_dir is True:
+        return default_cache_dir()
+    if cache_dir is False or cache_dir is None:
+        return None
+    return Path(cache_dir)
 
 
 def stack(result: ExtractionResult, sources: Sequence[ImageLike], *, on_error: str = "raise") -> np.ndarray:

@@ -14,6 +14,10 @@ from typing import Any, Callable
 #: Modules under ``dflab.detectors`` that register detectors (imported on first use).
 DETECTOR_MODULES = (
     "ela",
+    "block_dct",
+    "spectrum",
+    "cnn",
+    "mesonet",
 )
 
 
@@ -50,7 +54,11 @@ def _ensure_loaded() -> None:
     global _loaded
     if not _loaded:
         for module in DETECTOR_MODULES:
-            importlib.import_module(f"dflab.detectors.{module}")
+            try:
+                importlib.import_module(f"dflab.detectors.{module}")
+            except ModuleNotFoundError as err:
+                if err.name != f"dflab.detectors.{module}":
+                    raise
         _loaded = True
 
 

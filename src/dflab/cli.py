@@ -1,0 +1,385 @@
+"""The ``dflab`` command: wires the stages together (data -> detectors -> scores -> metrics -> report).
+
+User mistakes and bad input exit with status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .progress import is_quiet, set_quiet
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="deepfake-lab: is this face image or video a deepfake? And the detection lab that measures it.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets and manifests.")
+app.add_typer(data_app, name="data")
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages.")
+WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes for feature extraction (default: all cores).")
+
+
+class UserError(Exception):
+    """A mistake in how dflab was called; printed as one line, exit status 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .data import DataError
+    from .detectors.base import ModelFileError, NotFittedError
+    from .detectors.registry import UnknownDetectorError
+    from .images import ImageError
+    from .metrics import MetricsError
+
+    return (UserError, DataError, ImageError, MetricsError, ModelFileError, NotFittedError, UnknownDetectorError,
+            FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished results are kept; run the same command again to resume")
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - classified below; unknown errors keep their traceback
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, _user_errors()):
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        raise
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out_console.print(f"dflab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+def _command_line() -> str:
+    return "dflab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found")
+    return path
+
+
+# -- detectors ----------------------------------------------------------------------------------
+
+@app.command("detectors")
+def detectors_command() -> None:
+    """List the available detectors, one line each."""
+    from .detectors import available
+
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column("name")
+    table.add_column("family")
+    table.add_column("description")
+    for name, entry in available().items():
+        table.add_row(name, entry.family, entry.description)
+    out_console.print(table)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+@data_app.command("summary")
+def data_summary(path: Path = typer.Argument(..., help="Dataset folder, or a manifest/CSV file."),
+                 layout: Optional[str] = typer.Option(None, help="Override the detected layout."),
+                 ) -> None:
+    """Counts per split x label, videos and pairs."""
+    from . import data
+
+    manifest = _read_dataset(path, layout)
+    out_console.print(f"[bold]{path}[/bold] ({manifest['dataset'].iloc[0]}, layout {layout or data.detect_layout(path) if path.is_dir() else 'manifest'})")
+    out_console.print(data.summary_text(manifest), highlight=False)
+
+
+@data_app.command("manifest")
+def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
+                  out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet."),
+                  layout: Optional[str] = typer.Option(None, help="Override the detected layout.")) -> None:
+    """Scan a dataset folder and save its manifest."""
+    from . import data
+
+    manifest = _read_dataset(path, layout)
+    data.save_manifest(manifest, out)
+    out_console.print(f"{len(manifest)} rows -> {out}")
+
+
+def _read_dataset(path: Path, layout: Optional[str]):
+    from . import data
+
+    _existing(path, "dataset")
+    if path.is_file() and path.suffix.lower() == ".parquet":
+        return data.load_manifest(path)
+    if path.is_file() and path.suffix.lower() == ".csv" and layout in (None, "csv"):
+        return data.scan(path, layout="csv")
+    return data.scan(path, layout=layout)
+
+
+# -- lab ----------------------------------------------------------------------------------------
+
+@app.command("lab")
+def lab_command(
+    task1: Path = typer.Option(..., help="Database for Task 1 (development + evaluation), e.g. ../shared/datasets/Task_1."),
+    task23: Optional[Path] = typer.Option(None, help="Database for Tasks 2 and 3, e.g. ../shared/datasets/Task_2_3."),
+    detector: List[str] = typer.Option(..., "--detector", "-d", help="Detector name (repeat for several)."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (an existing one is resumed)."),
+    seed: int = typer.Option(0, help="Seed for splits, training and bootstrap."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
+    task3: bool = typer.Option(True, "--task3/--no-task3", help="Run Task 3 (train also on the Task 2/3 development set)."),
+    per_video: Optional[int] = typer.Option(None, help="Quick run: at most this many frames per video."),
+    max_videos: Optional[int] = typer.Option(None, help="Quick run: at most this many videos per split and label."),
+    layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
+    workers: Optional[int] = WorkersOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Run Task 1 (intra-database), Task 2 (inter-database) and Task 3, and write the report."""
+    from .lab import LabConfig, run_lab
+
+    set_quiet(quiet)
+    _existing(task1, "Task 1 database")
+    if task23 is not None:
+        _existing(task23, "Task 2/3 database")
+    _check_detectors(detector)
+    config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
+                       task3=task3, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
+                       command=_command_line())
+    started = time.time()
+    result = run_lab(config)
+    _print_summary(result)
+    out_console.print(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)")
+
+
+def _check_detectors(names: List[str]) -> None:
+    from .detectors import get
+
+    for name in names:
+        get(name)
+
+
+def _print_summary(result: dict) -> None:
+    if is_quiet():
+        return
+    from .report import format_metric
+
+    table = Table(show_header=True, header_style="bold")
+    for column in ("task", "detector", "frame AUC", "frame EER", "video AUC", "video EER"):
+        table.add_column(column)
+    for task, record in result["tasks"].items():
+        for name, entry in record["detectors"].items():
+            if "error" in entry:
+                table.add_row(task, name, entry["error"], "", "", "")
+                continue
+            frame, video = entry["frame"], entry["video_mean_prob"]
+            table.add_row(task, name, format_metric(frame["auc"], frame.get("auc_ci")),
+                          format_metric(frame["eer"], frame.get("eer_ci")),
+                          format_metric(video["auc"], video.get("auc_ci")),
+                          format_metric(video["eer"], video.get("eer_ci")))
+    out_console.print(table)
+    if result.get("skipped"):
+        out_console.print(f"[yellow]{len(result['skipped'])} files skipped (listed in the report)[/yellow]")
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder."),
+    detector: List[str] = typer.Option(["ela-logreg", "ela-rf"], "--detector", "-d",
+                                       help="Detectors to run (repeat for several)."),
+    seed: int = typer.Option(0, help="Seed of the generated data and of the lab."),
+    workers: Optional[int] = WorkersOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Generate a small synthetic lab (no data needed), run the lab on it and write the report."""
+    from .demo import run_demo
+
+    set_quiet(quiet)
+    _check_detectors(detector)
+    started = time.time()
+    result = run_demo(out, detectors=detector, seed=seed, workers=workers, command=_command_line())
+    _print_summary(result)
+    out_console.print("The demo data is synthetic: its numbers say nothing about real deepfakes.")
+    out_console.print(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)")
+
+
+# -- train / evaluate / predict -----------------------------------------------------------------
+
+@app.command("train")
+def train_command(
+    data_path: Path = typer.Argument(..., metavar="DATA", help="Dataset folder or manifest."),
+    detector: str = typer.Option(..., "--detector", "-d", help="Detector name (see `dflab detectors`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder (or .zip) to write."),
+    split: str = typer.Option("development", help="Split to train on; 'all' uses every row."),
+    valid_fraction: float = typer.Option(0.2, help="Part of the training split held out by video for validation."),
+    seed: int = typer.Option(0),
+    layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
+    workers: Optional[int] = WorkersOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Train a detector on a dataset's development split (validation held out by video)."""
+    import pandas as pd
+
+    from . import data
+    from .lab import LabConfig, build_detector, level_thresholds
+
+    set_quiet(quiet)
+    manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
+    train, valid = data.split_by_group(manifest, valid_fraction=valid_fraction, seed=seed)
+    model = build_detector(detector, LabConfig(task1=data_path, task23=None, detectors=[detector], out=out,
+                                               seed=seed, workers=workers))
+    model.fit(train, valid=valid)
+    valid_scores = pd.DataFrame({"video": valid["video"], "label": valid["label"],
+                                 "score": model.predict_proba(valid, on_error="nan")})
+    thresholds = level_thresholds(valid_scores)
+    model.save(out, info={"trained_on": str(data_path), "split": split, "n_train": len(train),
+                          "n_valid": len(valid), "seed": seed, "thresholds": thresholds})
+    out_console.print(f"model: {out}  (EER threshold on validation data: {thresholds['frame']:.3f})")
+
+
+def _select_split(manifest, split: str, source: Path):
+    if split == "all":
+        return manifest.reset_index(drop=True)
+    part = manifest[manifest["split"] == split]
+    if part.empty:
+        splits = ", ".join(sorted(manifest["split"].unique()))
+        raise UserError(f"{source}: no '{split}' split (has: {splits}); use --split")
+    return part.reset_index(drop=True)
+
+
+def _load_model(model: Optional[Path], detector: Optional[str], workers: Optional[int]):
+    from .detectors import create, load_detector
+
+    if model is not None:
+        return load_detector(_existing(model, "model"), workers=workers) if workers else load_detector(model)
+    if detector is None:
+        raise UserError("give --model PATH (a trained model) or --detector NAME (a pretrained detector)")
+    built = create(detector)
+    if not built.is_fitted():
+        raise UserError(f"detector {detector} needs training first: `dflab train DATA --detector {detector} --out MODEL`")
+    return built
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data_path: Path = typer.Argument(..., metavar="DATA", help="Dataset folder or manifest."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
+    detector: Optional[str] = typer.Option(None, "--detector", "-d", help="A ready-to-use (pretrained) detector."),
+    out: Path = typer.Option(Path("eval-out"), "--out", "-o", help="Output folder."),
+    split: str = typer.Option("evaluation", help="Split to evaluate; 'all' uses every row."),
+    n_boot: int = typer.Option(1000),
+    seed: int = typer.Option(0),
+    layout: Optional[str] = typer.Option(None),
+    workers: Optional[int] = WorkersOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Score a dataset with a model and write scores, metrics, plots and a report."""
+    import datetime as dt
+
+    from . import metrics as metrics_module
+    from .lab import read_scores, score_manifest, skipped_files
+    from .report import write_report
+
+    set_quiet(quiet)
+    manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
+    scorer = _load_model(model, detector, workers)
+    out.mkdir(parents=True, exist_ok=True)
+    name = scorer.name
+    scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate", detector_name=name,
+                            split=split)
+    threshold = (getattr(scorer, "model_info_", {}) or {}).get("thresholds")
+    result = metrics_module.evaluate_levels(scores[["video", "label", "score"]], thresholds=threshold,
+                                            n_boot=n_boot, seed=seed)
+    report_metrics = {
+        "meta": {"title": f"dflab evaluate: {name} on {data_path}", "created": dt.datetime.now().isoformat(timespec="seconds"),
+                 "dflab_version": __version__, "synthetic": False, "command": _command_line(), "seed": seed,
+                 "n_boot": n_boot, "model": str(model) if model else name},
+        "tasks": {"evaluate": {"title": f"{name} on {data_path} ({split})", "train": str(model or name),
+                               "eval": f"{data_path} ({split})", "detectors": {name: result}}},
+        "skipped": skipped_files(read_scores(out / "scores.csv")),
+    }
+    (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
+    write_report(out, scores, report_metrics)
+    _print_summary(report_metrics)
+    out_console.print(f"report: {(out / 'report.html').resolve()}")
+
+
+@app.command("predict")
+def predict_command(
+    target: Path = typer.Argument(..., help="An image or a folder of images."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
+    detector: Optional[str] = typer.Option(None, "--detector", "-d", help="A ready-to-use (pretrained) detector."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the scores as CSV."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    threshold: Optional[float] = typer.Option(
+        None, help="Decision threshold on P(fake) for the verdict (default: the model's validation EER threshold, else 0.5)."),
+    workers: Optional[int] = WorkersOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """P(fake) for each image: printed, and optionally written as CSV/JSON."""
+    import numpy as np
+    import pandas as pd
+
+    from .data import IMAGE_EXTENSIONS
+    from .lab import failure_reason
+
+    set_quiet(quiet)
+    _existing(target, "input")
+    if target.is_dir():
+        files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise UserError(f"{target}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    else:
+        files = [target]
+    scorer = _load_model(model, detector, workers)
+    if threshold is None:
+        threshold = ((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5)
+    scores = scorer.predict_proba([str(f) for f in files], on_error="nan")
+    rows = pd.DataFrame({"path": [str(f) for f in files], "p_fake": scores})
+    rows["verdict"] = np.where(np.isnan(scores), "error", np.where(scores >= threshold, "fake", "real"))
+    rows["error"] = [failure_reason(p) if np.isnan(s) else "" for p, s in zip(rows["path"], scores)]
+    if csv:
+        rows.to_csv(csv, index=False)
+    if json_out:
+        json_out.write_text(json.dumps({"detector": scorer.name, "threshold": threshold,
+                                        "results": json.loads(rows.to_json(orient="records"))}, indent=2))
+    for row in rows.itertuples():
+        score = "  error" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
+        extra = f"  ({row.error})" if row.error else ""
+        out_console.print(f"{score}  {row.verdict:5}  {row.path}{extra}", highlight=False)
+    if len(files) == 1 and np.isnan(scores[0]):
+        raise UserError(f"{files[0]}: {rows['error'].iloc[0]}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,281 @@
+"""The detection lab: Task 1 (intra-database), Task 2 (inter-database), Task 3 (improved Task 2).
+
+Data flows one way: dataset folders -> manifests -> trained detectors -> ``scores.csv`` ->
+``metrics.json`` -> plots and ``report.html``. Every stage writes its result as it finishes, so an
+interrupted run resumes where it stopped (trained models are reloaded, scored files are not
+scored again). Thresholds are chosen on a validation part of the development data (split by
+video, a real video and its fakes on the same side) and applied unchanged to evaluation data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, data, metrics
+from .detectors import Detector, create, load_detector
+from .detectors.base import ModelFileError
+from .images import ImageError, load_image
+from .progress import info, warn
+
+LEVELS = ("frame", "video_mean_prob", "video_mean_logit")
+SCORE_COLUMNS = ["task", "detector", "dataset", "split", "path", "video", "label", "score", "error"]
+TASK_TITLES = {
+    "task1": "Task 1 — intra-database",
+    "task2": "Task 2 — inter-database (same detector, untouched)",
+    "task3": "Task 3 — improved inter-database",
+}
+#: Files scored per write: an interrupted run loses at most one chunk.
+SCORE_CHUNK = 512
+
+
+@dataclass
+class LabConfig:
+    task1: Path
+    task23: Path | None
+    detectors: Sequence[str]
+    out: Path
+    seed: int = 0
+    n_boot: int = 1000
+    valid_fraction: float = 0.2
+    task3: bool = True
+    workers: int | None = None
+    #: Quick runs: keep at most this many frames per video / videos per split and label.
+    per_video: int | None = None
+    max_videos: int | None = None
+    synthetic: bool = False
+    layout: str | None = None
+    title: str = "deepfake-lab report"
+    command: str = ""
+    detector_params: dict = field(default_factory=dict)
+
+
+# -- manifests --------------------------------------------------------------------------------
+
+def _load_split(root: Path, split: str, config: LabConfig) -> pd.DataFrame:
+    manifest = data.scan(root, layout=config.layout)
+    part = manifest[manifest["split"] == split].reset_index(drop=True)
+    if part.empty:
+        raise data.DataError(f"{root}: no '{split}' split found (expected {root}/{split}/{{real,fake}}/...)")
+    if config.per_video or config.max_videos:
+        part = data.subsample(part, per_video=config.per_video, max_videos_per_label=config.max_videos,
+                              seed=config.seed).reset_index(drop=True)
+    return part
+
+
+def prepare_manifests(config: LabConfig) -> dict[str, pd.DataFrame]:
+    """Scan the databases, split development data into train/validation by video, save manifests."""
+    out = {}
+    t1_dev = _load_split(Path(config.task1), "development", config)
+    out["task1_train"], out["task1_valid"] = data.split_by_group(t1_dev, valid_fraction=config.valid_fraction,
+                                                                 seed=config.seed)
+    out["task1_eval"] = _load_split(Path(config.task1), "evaluation", config)
+    if config.task23 is not None:
+        out["task23_eval"] = _load_split(Path(config.task23), "evaluation", config)
+        if config.task3:
+            t23_dev = _load_split(Path(config.task23), "development", config)
+            out["task23_train"], out["task23_valid"] = data.split_by_group(
+                t23_dev, valid_fraction=config.valid_fraction, seed=config.seed)
+    folder = Path(config.out) / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in out.items():
+        data.save_manifest(frame, folder / f"{name}.csv")
+    return out
+
+
+# -- scoring with resume ----------------------------------------------------------------------
+
+def failure_reason(path: str) -> str:
+    """Why a file got no score: the loader's reason, or the detector's when the image itself is fine."""
+    try:
+        load_image(path)
+    except ImageError as err:
+        return err.reason
+    return "the detector could not score this image"
+
+
+def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: Path, task: str,
+                   detector_name: str, split: str) -> pd.DataFrame:
+    """Score every file of ``manifest`` not yet in ``scores_file`` (appending as it goes); return all rows
+    of this task × detector."""
+    done = read_scores(scores_file)
+    mine = done[(done["task"] == task) & (done["detector"] == detector_name)]
+    todo = manifest[~manifest["path"].isin(set(mine["path"]))]
+    for start in range(0, len(todo), SCORE_CHUNK):
+        chunk = todo.iloc[start:start + SCORE_CHUNK]
+        scores = detector.predict_proba(chunk, on_error="nan")
+        rows = pd.DataFrame({
+            "task": task, "detector": detector_name, "dataset": chunk["dataset"].to_numpy(), "split": split,
+            "path": chunk["path"].to_numpy(), "video": chunk["video"].to_numpy(),
+            "label": chunk["label"].to_numpy(), "score": scores,
+            "error": [failure_reason(p) if np.isnan(s) else "" for p, s in zip(chunk["path"], scores)],
+        }, columns=SCORE_COLUMNS)
+        append_scores(scores_file, rows)
+    everything = read_scores(scores_file)
+    return everything[(everything["task"] == task) & (everything["detector"] == detector_name)
+                      & everything["path"].isin(set(manifest["path"]))].reset_index(drop=True)
+
+
+def read_scores(path: Path) -> pd.DataFrame:
+    if not Path(path).exists():
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    frame = pd.read_csv(path, dtype={"video": str, "error": str, "path": str}, keep_default_na=False,
+                        na_values={"score": ["", "nan", "NaN"]})
+    return frame
+
+
+def append_scores(path: Path, rows: pd.DataFrame) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as handle:
+        rows.to_csv(handle, header=header, index=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# -- training with resume ---------------------------------------------------------------------
+
+def build_detector(name: str, config: LabConfig) -> Detector:
+    params = dict(config.detector_params.get(name, {}))
+    detector = create(name, **params)
+    accepted = detector.get_params(deep=False)
+    runtime = {"seed": config.seed, "workers": config.workers}
+    detector.set_params(**{k: v for k, v in runtime.items() if k in accepted and k not in params})
+    return detector
+
+
+def train_or_resume(name: str, config: LabConfig, train: pd.DataFrame, valid: pd.DataFrame,
+                    model_dir: Path, description: str) -> Detector:
+    if (model_dir / "config.json").exists():
+        try:
+            detector = load_detector(model_dir, **_runtime_params(name, config))
+            info(f"[dim]{name}: reusing the trained model in {model_dir}[/dim]")
+            return detector
+        except ModelFileError as err:
+            warn(f"{err}; training again")
+    detector = build_detector(name, config)
+    info(f"[bold]{name}[/bold]: training on {description} ({len(train)} images, {len(valid)} for validation)")
+    detector.fit(train, valid=valid)
+    detector.save(model_dir, info={"trained_on": description, "n_train": len(train), "n_valid": len(valid),
+                                   "seed": config.seed})
+    return detector
+
+
+def _runtime_params(name: str, config: LabConfig) -> dict:
+    accepted = create(name).get_params(deep=False)
+    return {k: v for k, v in {"workers": config.workers}.items() if k in accepted}
+
+
+def level_thresholds(valid_scores: pd.DataFrame) -> dict[str, float]:
+    """The EER threshold of each level, chosen on validation (development) scores."""
+    frame = valid_scores[np.isfinite(valid_scores["score"])]
+    thresholds = {"frame": metrics.choose_threshold(frame["label"], frame["score"])}
+    for level, method in (("video_mean_prob", "mean_prob"), ("video_mean_logit", "mean_logit")):
+        videos = metrics.aggregate_by_video(frame, method)
+        thresholds[level] = metrics.choose_threshold(videos["label"], videos["score"])
+    return thresholds
+
+
+# -- the lab ----------------------------------------------------------------------------------
+
+def run_lab(config: LabConfig) -> dict:
+    """Run Tasks 1-3 for every detector and write scores, metrics, models, plots and the report."""
+    from .report import write_report
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lab_config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    manifests = prepare_manifests(config)
+    scores_file = out / "scores.csv"
+    valid_file = out / "scores_validation.csv"
+    results: dict[str, dict] = {"task1": {}, "task2": {}, "task3": {}}
+
+    for name in config.detectors:
+        try:
+            _run_detector(name, config, manifests, out, scores_file, valid_file, results)
+        except (ValueError, RuntimeError, metrics.MetricsError) as err:
+            warn(f"{name}: failed ({err}); continuing with the other detectors")
+            for task in results:
+                results[task].setdefault(name, {"error": str(err)})
+
+    scores = read_scores(scores_file)
+    report_metrics = {
+        "meta": {
+            "title": config.title, "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "dflab_version": __version__, "synthetic": config.synthetic, "command": config.command,
+            "task1_root": str(config.task1), "task23_root": str(config.task23), "seed": config.seed,
+            "n_boot": config.n_boot, "valid_fraction": config.valid_fraction, "detectors": list(config.detectors),
+            "per_video": config.per_video, "max_videos": config.max_videos,
+        },
+        "tasks": {task: {"title": TASK_TITLES[task], **_task_descriptions(task, config), "detectors": dets}
+                  for task, dets in results.items() if dets},
+        "skipped": skipped_files(scores),
+    }
+    (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
+    write_report(out, scores, report_metrics)
+    return report_metrics
+
+
+def _task_descriptions(task: str, config: LabConfig) -> dict[str, str]:
+    t1, t23 = Path(config.task1).name, Path(config.task23).name if config.task23 else "—"
+    return {
+        "task1": {"train": f"{t1}/development (80% train, 20% validation by video)", "eval": f"{t1}/evaluation"},
+        "task2": {"train": f"{t1}/development (the Task 1 model, untouched)", "eval": f"{t23}/evaluation"},
+        "task3": {"train": f"{t1}/development + {t23}/development", "eval": f"{t23}/evaluation"},
+    }[task]
+
+
+def _evaluate(scores: pd.DataFrame, thresholds: dict, config: LabConfig) -> dict:
+    return metrics.evaluate_levels(scores[["video", "label", "score"]], thresholds=thresholds,
+                                   n_boot=config.n_boot, seed=config.seed)
+
+
+def _run_detector(name, config, manifests, out, scores_file, valid_file, results):
+    models = out / "models" / name
+    detector = train_or_resume(name, config, manifests["task1_train"], manifests["task1_valid"],
+                               models / "task1", f"{Path(config.task1).name}/development")
+    valid_scores = score_manifest(detector, manifests["task1_valid"], scores_file=valid_file, task="task1",
+                                  detector_name=name, split="development-validation")
+    thresholds = level_thresholds(valid_scores)
+    task1 = score_manifest(detector, manifests["task1_eval"], scores_file=scores_file, task="task1",
+                           detector_name=name, split="evaluation")
+    results["task1"][name] = _evaluate(task1, thresholds, config)
+    if "task23_eval" not in manifests:
+        return
+    task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",
+                           detector_name=name, split="evaluation")
+    results["task2"][name] = _evaluate(task2, thresholds, config)
+    if not config.task3 or "task23_train" not in manifests:
+        return
+    train = pd.concat([manifests["task1_train"], manifests["task23_train"]], ignore_index=True)
+    valid = pd.concat([manifests["task1_valid"], manifests["task23_valid"]], ignore_index=True)
+    task3_detector = train_or_resume(name, config, train, valid, models / "task3",
+                                     f"{Path(config.task1).name}/development + {Path(config.task23).name}/development")
+    # The threshold comes from the target database's own development (validation) data.
+    task3_valid = score_manifest(task3_detector, manifests["task23_valid"], scores_file=valid_file, task="task3",
+                                 detector_name=name, split="development-validation")
+    task3 = score_manifest(task3_detector, manifests["task23_eval"], scores_file=scores_file, task="task3",
+                           detector_name=name, split="evaluation")
+    results["task3"][name] = _evaluate(task3, level_thresholds(task3_valid), config)
+
+
+def skipped_files(scores: pd.DataFrame) -> list[dict]:
+    """One entry per file that could not be scored, with the reason and where it was met."""
+    failed = scores[scores["error"].astype(str).str.len() > 0]
+    out = []
+    for path, rows in failed.groupby("path", sort=True):
+        stages = sorted({f"{t}/{d}" for t, d in zip(rows["task"], rows["detector"])})
+        out.append({"path": str(path), "reason": str(rows["error"].iloc[0]), "stage": ", ".join(stages)})
+    return out
+
+
+def config_to_dict(config: LabConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
