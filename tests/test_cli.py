@@ -1,0 +1,91 @@
+"""The `dflab` command as a user runs it: exit codes, one-line errors, train -> evaluate -> predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from dflab.synth import make_lab
+
+
+def dflab(*args, cwd=None):
+    result = subprocess.run([sys.executable, "-m", "dflab", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd, env={**__import__("os").environ, "COLUMNS": "200"})
+    return result
+
+
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-lab")
+    make_lab(root, n_videos_dev=8, n_videos_eval=4, frames_per_video=3, size=96, n_t23_dev=8, n_t23_eval=8, seed=5)
+    return root
+
+
+def test_detectors_lists_names_and_descriptions():
+    result = dflab("detectors")
+    assert result.returncode == 0
+    assert "ela-logreg" in result.stdout and "Error Level Analysis" in result.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["data", "summary", "/no/such/folder"], "/no/such/folder"),
+    (["lab", "--task1", "/no/such/folder", "--detector", "ela-logreg"], "/no/such/folder"),
+    (["predict", "/no/such.png", "--detector", "ela-logreg"], "/no/such.png"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle):
+    result = dflab(*args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unknown_detector_and_unreadable_layout(lab_root, tmp_path):
+    result = dflab("lab", "--task1", lab_root / "Task_1", "--detector", "nope", "--out", tmp_path / "o")
+    assert result.returncode == 2 and "unknown detector 'nope'" in result.stderr
+    (tmp_path / "weird").mkdir()
+    (tmp_path / "weird" / "x.txt").write_text("hi")
+    result = dflab("data", "summary", tmp_path / "weird")
+    assert result.returncode == 2 and "weird" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_data_summary_counts(lab_root):
+    result = dflab("data", "summary", lab_root / "Task_1")
+    assert result.returncode == 0, result.stderr
+    assert "development" in result.stdout and "evaluation" in result.stdout
+
+
+def test_train_evaluate_predict(lab_root, tmp_path):
+    model = tmp_path / "model"
+    result = dflab("train", lab_root / "Task_1", "--detector", "ela-logreg", "--out", model, "-j", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert (model / "config.json").exists()
+
+    result = dflab("evaluate", lab_root / "Task_1", "--model", model, "--out", tmp_path / "ev", "--n-boot", "50",
+                   "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    entry = metrics["tasks"]["evaluate"]["detectors"]["ela-logreg"]
+    assert entry["frame"]["auc"] > 0.6 and "threshold" in entry["frame"]
+    assert (tmp_path / "ev" / "report.html").exists()
+
+    images = sorted((lab_root / "Task_1" / "evaluation").rglob("*.png"))[:4]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        (folder / f"{i}.png").write_bytes(image.read_bytes())
+    (folder / "broken.png").write_bytes(b"nope")
+    result = dflab("predict", folder, "--model", model, "--csv", tmp_path / "p.csv", "--json", tmp_path / "p.json",
+                   "--quiet")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == 5 and table["p_fake"].notna().sum() == 4
+    assert table.loc[table.path.str.endswith("broken.png"), "verdict"].item() == "error"
+    assert "broken.png" in result.stdout
+    assert len(json.loads((tmp_path / "p.json").read_text())["results"]) == 5
+
+    result = dflab("predict", folder / "broken.png", "--model", model)
+    assert result.returncode == 2 and "broken.png" in result.stderr
