@@ -89,3 +89,14 @@ def test_train_evaluate_predict(lab_root, tmp_path):
 
     result = dflab("predict", folder / "broken.png", "--model", model)
     assert result.returncode == 2 and "broken.png" in result.stderr
+
+
+def test_weights_list_and_fetch_from_a_local_url(tmp_path):
+    result = dflab("weights", "list")
+    assert result.returncode == 0 and "icpr-efficientnetb4-dfdc" in result.stdout
+    fake_weights = tmp_path / "not-the-real-file.pth"
+    fake_weights.write_bytes(b"some bytes that do not match the published sha256")
+    result = dflab("weights", "fetch", "icpr-efficientnetb4-dfdc", "--url", fake_weights.as_uri(),
+                   "--dest", tmp_path / "w")
+    assert result.returncode == 2 and "sha256" in result.stderr
+    assert not list((tmp_path / "w").glob("*.pth"))  # a file with the wrong hash is not kept

@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="deepfake-lab: is this face image or video a deepfake? And the detection lab that measures it.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets and manifests.")
 app.add_typer(data_app, name="data")
+weights_app = typer.Typer(no_args_is_help=True, help="Published third-party weights (list, fetch with sha256 check).")
+app.add_typer(weights_app, name="weights")
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -41,9 +43,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .detectors.registry import UnknownDetectorError
     from .images import ImageError
     from .metrics import MetricsError
+    from .weights import WeightsError
 
     return (UserError, DataError, ImageError, MetricsError, ModelFileError, NotFittedError, UnknownDetectorError,
-            FileNotFoundError, NotADirectoryError, PermissionError)
+            WeightsError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def main() -> None:
@@ -107,6 +110,35 @@ def detectors_command() -> None:
     for name, entry in available().items():
         table.add_row(name, entry.family, entry.description)
     out_console.print(table)
+
+
+# -- weights ------------------------------------------------------------------------------------
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """The weight files dflab knows, and whether each is present here."""
+    from . import weights
+
+    table = Table(show_header=True, header_style="bold", box=None)
+    for column in ("name", "present", "description", "licence"):
+        table.add_column(column)
+    for name, entry in weights.WEIGHTS.items():
+        present = "yes" if weights.local_path(name).exists() else "no"
+        table.add_row(name, present, entry.description, entry.licence)
+    out_console.print(table)
+    out_console.print(f"folder: {weights.weights_dir()} (set $DFLAB_WEIGHTS to change it)")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="Name from `dflab weights list`."),
+                  url: Optional[str] = typer.Option(None, help="Fetch from this URL instead (a mirror, file://...)."),
+                  dest: Optional[Path] = typer.Option(None, help="Folder or file to write (default: the weights folder).")
+                  ) -> None:
+    """Download a weight file and check its sha256."""
+    from . import weights
+
+    path = weights.fetch(name, dest=dest, url_override=url)
+    out_console.print(f"{name}: {path} (sha256 verified)")
 
 
 # -- data ---------------------------------------------------------------------------------------

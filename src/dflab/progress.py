@@ -27,12 +27,12 @@ def is_quiet() -> bool:
 def info(message: str) -> None:
     """An informational line on stderr (not shown with --quiet)."""
     if not is_quiet():
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """A warning line on stderr; shown even with --quiet, since it changes how results read."""
-    Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ ARRAYS_FILE = "arrays.safetensors"
 CONFIG_FILE = "config.json"
 
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
-RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose"})
+RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir"})
 
 #: Modules whose classes a stranger's ``.skops`` file may instantiate.
 _TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
@@ -227,7 +227,8 @@ def _serialise_state(state: dict[str, Any]) -> tuple[dict[str, bytes], dict[str,
     config_state: dict[str, Any] = {}
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            arrays[key] = np.ascontiguousarray(value)
+            # np.ascontiguousarray would turn 0-d arrays (e.g. BatchNorm counters) into shape (1,).
+            arrays[key] = value if value.flags.c_contiguous else value.copy(order="C")
         elif isinstance(value, BaseEstimator):
             import skops.io
 

@@ -1,0 +1,510 @@
+"""Shared PyTorch machinery for the deep detectors: data, augmentation, training, inference, state.
+
+* :class:`ImageDataset` turns sources (paths or arrays) into normalised tensors at the model's input
+  size; with ``augment=True`` it applies flip, colour jitter, small blur, rescale and JPEG
+  re-compression, drawn from a generator seeded by (seed, epoch, index), so a run is repeatable
+  whatever the number of loader workers and survives a resume.
+* :func:`train_binary` fits a one-logit network with AdamW, a warm-up + cosine schedule and
+  BCE-with-logits, channels-last, mixed precision on CUDA only; with a validation set it keeps the
+  epoch of best validation AUC and stops early. With a ``checkpoint_dir`` every epoch is saved
+  (safetensors + JSON, never pickles) and an interrupted run resumes where it stopped.
+* :func:`predict_logits` scores batches under ``torch.inference_mode``; unusable files give NaN.
+* :class:`TorchDetector` wires these into the :class:`~dflab.detectors.base.Detector` contract;
+  its saved state is the network's ``state_dict`` as NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..images import ImageError, ImageLike, load_image, source_name
+from ..progress import info, progress_bar, warn
+from .base import Detector, as_sources, as_training_set
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Pixels scaled to [0, 1] and left there (MesoNet's convention).
+UNIT_SCALE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_MODEL = "model.safetensors"
+CHECKPOINT_BEST = "best.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.safetensors"
+
+
+# -- devices and seeds --------------------------------------------------------------------------
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available here (use device='cpu')")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}: expected 'auto', 'cpu' or 'cuda[:N]'")
+    return torch.device(name)
+
+
+# -- images -> tensors --------------------------------------------------------------------------
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 image to size x size (area filter when shrinking, bilinear when growing)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    shrinking = image.shape[0] * image.shape[1] > size * size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 (3, H, W): scaled to [0, 1], then (x - mean) / std."""
+    x = image.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation on RGB uint8 images; each transform fires with its probability."""
+
+    flip: float = 0.5
+    colour: float = 0.8
+    colour_strength: float = 0.2
+    blur: float = 0.2
+    blur_sigma: tuple[float, float] = (0.2, 1.2)
+    rescale: float = 0.3
+    rescale_range: tuple[float, float] = (0.5, 0.9)
+    jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (50, 95)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = image.shape[:2]
+        if rng.random() < self.flip:
+            image = image[:, ::-1]
+        if rng.random() < self.rescale:
+            # Down and up again: the resampling blur of a face pasted at another scale.
+            factor = rng.uniform(*self.rescale_range)
+            small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))),
+                               interpolation=cv2.INTER_AREA)
+            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        if rng.random() < self.blur:
+            image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), rng.uniform(*self.blur_sigma))
+        if rng.random() < self.colour:
+            image = self._colour(image, rng)
+        if rng.random() < self.jpeg:
+            quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
+                                    [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok:
+                image = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+        return np.ascontiguousarray(image)
+
+    def _colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = self.colour_strength
+        x = image.astype(np.float32)
+        x = x * rng.uniform(1 - s, 1 + s)  # brightness
+        grey = x.mean(axis=2, keepdims=True)
+        x = grey + (x - grey) * rng.uniform(1 - s, 1 + s)  # saturation
+        x = x.mean() + (x - x.mean()) * rng.uniform(1 - s, 1 + s)  # contrast
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+
+class ImageDataset(Dataset):
+    """Sources -> ``(tensor, label, error)``; ``error`` is "" or the reason the image is unusable
+    (the tensor is then zeros), so a bad file never stops a batch and the caller decides."""
+
+    def __init__(self, sources: Sequence[ImageLike], labels: Sequence[int] | None = None, *, input_size: int,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 augmentation: Augmentation | None = None, seed: int = 0):
+        self.sources = list(sources)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
+        self.input_size, self.mean, self.std = int(input_size), tuple(mean), tuple(std)
+        self.augmentation, self.seed, self.epoch = augmentation, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int):
+        label = float(self.labels[index]) if self.labels is not None else -1.0
+        try:
+            image = resize_square(load_image(self.sources[index]), self.input_size)
+        except ImageError as err:
+            return torch.zeros(3, self.input_size, self.input_size), label, str(err)
+        if self.augmentation is not None:
+            image = self.augmentation(image, np.random.default_rng([self.seed, self.epoch, index]))
+        return to_tensor(image, self.mean, self.std), label, ""
+
+
+def make_loader(dataset: ImageDataset, *, batch_size: int, shuffle: bool = False, workers: int | None = 0,
+                seed: int = 0, device: torch.device | None = None) -> DataLoader:
+    """A DataLoader; ``workers=None`` means min(4, CPU count - 1), 0 loads in this process."""
+    if workers is None:
+        workers = max(0, min(4, (os.cpu_count() or 1) - 1))
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=int(workers),
+                      generator=generator, pin_memory=device is not None and device.type == "cuda",
+                      persistent_workers=False)
+
+
+# -- state dicts <-> NumPy / other naming -------------------------------------------------------
+
+def state_to_numpy(model: nn.Module, prefix: str = "") -> dict[str, np.ndarray]:
+    """The model's state_dict as NumPy arrays (float tensors as float32)."""
+    out = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        out[prefix + key] = tensor.contiguous().numpy().copy()
+    return out
+
+
+def numpy_to_model(model: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "") -> None:
+    """Load arrays (keys ``prefix + state_dict key``) into the model, strictly: every key, every shape."""
+    own = model.state_dict()
+    wanted = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+    missing, unexpected = sorted(set(own) - set(wanted)), sorted(set(wanted) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"state does not fit the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    state = {}
+    for key, target in own.items():
+        value = torch.from_numpy(np.asarray(wanted[key]).copy())
+        if target.dim() == 0 and value.numel() == 1:
+            value = value.reshape(())  # 0-d counters come back as (1,) from the array file
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit {tuple(target.shape)}")
+        state[key] = value.to(target.dtype)
+    model.load_state_dict(state, strict=True)
+
+
+def map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *,
+                 source_name_: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Pair ``source`` tensors with ``target`` keys position by position (two implementations of
+    the same network register their layers in the same order); every shape must match."""
+    if len(source) != len(target):
+        raise ValueError(f"{source_name_}: {len(source)} tensors but the network has {len(target)}")
+    mapped = {}
+    for (skey, value), (tkey, expected) in zip(source.items(), target.items()):
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(f"{source_name_}: {skey} {tuple(value.shape)} cannot map onto {tkey} "
+                             f"{tuple(expected.shape)}")
+        mapped[tkey] = value
+    return mapped
+
+
+# -- training -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainSettings:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 0.5
+    patience: int = 2
+    seed: int = 0
+    workers: int | None = 0
+    checkpoint_dir: str | None = None
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _batch_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                   workers: int | None = 0, description: str = "scoring") -> tuple[np.ndarray, list[str]]:
+    """One logit per image (NaN where the image was unusable) and the error per image ("" if fine)."""
+    model.eval()
+    logits = np.full(len(dataset), np.nan, dtype=np.float64)
+    errors: list[str] = []
+    loader = make_loader(dataset, batch_size=batch_size, workers=workers, device=device)
+    start = 0
+    with torch.inference_mode(), progress_bar(description, len(dataset)) as advance:
+        for x, _, batch_errors in loader:
+            ok = np.asarray([not e for e in batch_errors])
+            if ok.any():
+                with _autocast(device):
+                    out = model(_batch_to(x[torch.from_numpy(ok)], device))
+                logits[start + np.flatnonzero(ok)] = out.float().reshape(-1).cpu().numpy()
+            errors.extend(batch_errors)
+            start += len(batch_errors)
+            advance(len(batch_errors))
+    return logits, errors
+
+
+def _valid_auc(model, dataset, settings, device) -> float:
+    logits, _ = predict_logits(model, dataset, batch_size=settings.batch_size, device=device,
+                               workers=settings.workers, description="validation")
+    ok = ~np.isnan(logits)
+    return float(roc_auc_score(dataset.labels[ok], logits[ok]))
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    slots: dict[int, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+
+
+def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageDataset | None,
+                 settings: TrainSettings, *, device: torch.device,
+                 parameters: Iterable[nn.Parameter] | None = None, fingerprint: dict | None = None,
+                 name: str = "model") -> dict:
+    """Train ``model`` (one logit = fake) in place; returns the history. See the module docstring."""
+    torch.manual_seed(settings.seed)
+    model.to(device).to(memory_format=torch.channels_last)
+    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size))
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = int(round(settings.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
+    use_fp16_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16_scaler)
+    loss_fn = nn.BCEWithLogitsLoss()
+    if valid_set is not None and len(np.unique(valid_set.labels)) < 2:
+        warn(f"{name}: validation set has one class only; no early stopping")
+        valid_set = None
+
+    run_id = hashlib.sha256(json.dumps({"settings": asdict(settings) | {"workers": None, "checkpoint_dir": None},
+                                        "n_train": len(train_set), "fingerprint": fingerprint or {}},
+                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
+    history: list[dict] = []
+    best = {"auc": -1.0, "epoch": -1, "state": None}
+    bad_epochs, start_epoch = 0, 0
+    folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        start_epoch, history, best, bad_epochs = _resume(folder, run_id, model, optimizer, scheduler, best, name)
+
+    for epoch in range(start_epoch, settings.epochs):
+        if valid_set is not None and bad_epochs >= settings.patience:
+            info(f"{name}: early stop after epoch {epoch} (no validation AUC gain for {bad_epochs} epochs)")
+            break
+        started = time.perf_counter()
+        torch.manual_seed(settings.seed * 1_000_003 + epoch)  # dropout / drop-path, repeatable on resume
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, workers=settings.workers,
+                             seed=settings.seed * 1_000_003 + epoch, device=device)
+        model.train()
+        losses, skipped = [], 0
+        with progress_bar(f"{name}: epoch {epoch + 1}/{settings.epochs}", len(train_set)) as advance:
+            for x, y, errors in loader:
+                ok = torch.as_tensor([not e for e in errors])
+                skipped += int((~ok).sum())
+                if ok.any():
+                    x, y = _batch_to(x[ok], device), y[ok].float().to(device)
+                    with _autocast(device):
+                        logits = model(x).reshape(-1)
+                    loss = loss_fn(logits.float(), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    losses.append(float(loss.detach()))
+                scheduler.step()
+                advance(len(errors))
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "lr": float(optimizer.param_groups[0]["lr"]), "skipped": skipped,
+                  "seconds": round(time.perf_counter() - started, 1)}
+        if skipped:
+            warn(f"{name}: {skipped} unusable training images skipped in epoch {epoch + 1}")
+        if valid_set is not None:
+            record["valid_auc"] = _valid_auc(model, valid_set, settings, device)
+            if record["valid_auc"] > best["auc"]:
+                best = {"auc": record["valid_auc"], "epoch": epoch + 1,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+        history.append(record)
+        info(f"{name}: epoch {epoch + 1}/{settings.epochs} loss {record['train_loss']:.4f}"
+             + (f" valid AUC {record['valid_auc']:.4f}" if "valid_auc" in record else "")
+             + f" ({record['seconds']} s)")
+        if folder is not None:
+            _checkpoint(folder, run_id, epoch + 1, model, optimizer, scheduler, history, best, bad_epochs)
+
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    return {"history": history, "best_epoch": best["epoch"] if best["state"] is not None else len(history),
+            "best_valid_auc": best["auc"] if best["state"] is not None else None, "device": str(device)}
+
+
+def _checkpoint(folder, run_id, epochs_done, model, optimizer, scheduler, history, best, bad_epochs) -> None:
+    _save_tensors(folder / CHECKPOINT_MODEL, model.state_dict())
+    if best["state"] is not None:
+        _save_tensors(folder / CHECKPOINT_BEST, best["state"])
+    tensors, meta = _optimizer_to_files(optimizer)
+    _save_tensors(folder / CHECKPOINT_OPTIMIZER, tensors)
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    _write_json_atomic(folder / CHECKPOINT_STATE, {  # written last: its presence marks a complete checkpoint
+        "run_id": run_id, "epochs_done": epochs_done, "history": history, "best_auc": best["auc"],
+        "best_epoch": best["epoch"], "bad_epochs": bad_epochs, "optimizer": meta, "scheduler": sched})
+
+
+def _resume(folder, run_id, model, optimizer, scheduler, best, name):
+    state_path = folder / CHECKPOINT_STATE
+    if not state_path.exists():
+        return 0, [], best, 0
+    from safetensors.torch import load_file
+
+    state = json.loads(state_path.read_text())
+    if state.get("run_id") != run_id:
+        raise ValueError(f"{folder}: holds a checkpoint of a different training run (other settings or data); "
+                         "use another checkpoint_dir or empty this one")
+    model.load_state_dict(load_file(str(folder / CHECKPOINT_MODEL)), strict=True)
+    _optimizer_from_files(optimizer, load_file(str(folder / CHECKPOINT_OPTIMIZER)), state["optimizer"])
+    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    if (folder / CHECKPOINT_BEST).exists():
+        best = {"auc": state["best_auc"], "epoch": state["best_epoch"],
+                "state": load_file(str(folder / CHECKPOINT_BEST))}
+    info(f"{name}: resuming from {folder} after epoch {state['epochs_done']}")
+    return state["epochs_done"], state["history"], best, state["bad_epochs"]
+
+
+# -- the Detector wiring ------------------------------------------------------------------------
+
+class TorchDetector(Detector):
+    """A Detector around one PyTorch network with one output logit.
+
+    Subclasses set their parameters in ``__init__`` (at least ``input_size``, ``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``warmup_epochs``, ``augment``, ``patience``, ``seed``,
+    ``device``, ``workers``, ``checkpoint_dir``) and implement :meth:`build_model`.
+    """
+
+    #: Input normalisation after scaling pixels to [0, 1].
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def build_model(self, *, pretrained: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        return model.parameters()
+
+    def fingerprint(self) -> dict:
+        """What makes two trainings the same run (for resuming checkpoints)."""
+        params = {k: str(v) for k, v in self.model_params().items() if k != "checkpoint_dir"}
+        return {"detector": self.name, "params": params}
+
+    def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """P(fake) from the network's logit."""
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def _device(self) -> torch.device:
+        return resolve_device(getattr(self, "device", "auto"))
+
+    def _dataset(self, sources, labels=None, *, train: bool = False) -> ImageDataset:
+        return ImageDataset(sources, labels, input_size=self.input_size, mean=self.mean, std=self.std,
+                            augmentation=Augmentation() if (train and self.augment) else None, seed=self.seed)
+
+    def fit(self, train, *, valid=None):
+        sources, labels, _ = as_training_set(train)
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        valid_set = None
+        if valid is not None:
+            valid_sources, valid_labels, _ = as_training_set(valid)
+            valid_set = self._dataset(valid_sources, valid_labels)
+        device = self._device()
+        torch.manual_seed(self.seed)
+        model = self.build_model(pretrained=bool(getattr(self, "pretrained", False)))
+        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                 weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
+                                 patience=self.patience, seed=self.seed, workers=self.workers,
+                                 checkpoint_dir=self.checkpoint_dir)
+        model.to(device)
+        self.training_ = train_binary(model, self._dataset(sources, labels, train=True), valid_set, settings,
+                                      device=device, parameters=self.trainable_parameters(model),
+                                      fingerprint=self.fingerprint(), name=self.name)
+        self.model_ = model
+        self.fitted_ = True
+        return self
+
+    def predict_proba(self, images, *, on_error: str = "raise") -> np.ndarray:
+        self._check_fitted()
+        if on_error not in ("raise", "nan"):
+            raise ValueError(f"on_error must be 'raise' or 'nan', not {on_error!r}")
+        sources = as_sources(images)
+        device = self._device()
+        model = self.model_.to(device).to(memory_format=torch.channels_last)
+        logits, errors = predict_logits(model, self._dataset(sources), batch_size=self.batch_size, device=device,
+                                        workers=self.workers, description=f"{self.name}: scoring")
+        if on_error == "raise":
+            for source, error in zip(sources, errors):
+                if error:
+                    # The dataset's message is "<path>: <reason>"; re-raise it as the loader's error.
+                    name = source_name(source)
+                    raise ImageError(name, error[len(name) + 2:] if error.startswith(name + ": ") else error)
+        return self.scores_from_logits(logits)
+
+    def _get_state(self) -> dict[str, Any]:
+        return {**state_to_numpy(self.model_, prefix="model."), "training": getattr(self, "training_", {})}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        model = self.build_model(pretrained=False)
+        numpy_to_model(model, {k: v for k, v in state.items() if isinstance(v, np.ndarray)}, prefix="model.")
+        model.eval()
+        self.model_ = model
+        self.training_ = state.get("training", {})

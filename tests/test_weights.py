@@ -1,0 +1,80 @@
+"""Published weights: the table, fetching with sha256 checks (file:// URLs), offline errors, safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+
+from dflab import weights
+from dflab.weights import WeightFile, WeightsError
+
+
+def test_icpr_table_pins_the_hash_in_each_published_file_name():
+    icpr = {name: entry for name, entry in weights.WEIGHTS.items() if name.startswith("icpr-")}
+    assert len(icpr) == 10
+    for entry in icpr.values():
+        assert entry.url.startswith("https://f002.backblazeb2.com/file/icpr2020/")
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        assert entry.filename.endswith(f"-{entry.sha256}.pth")
+        assert entry.licence and entry.converter.startswith("icpr-")
+
+
+@pytest.fixture
+def local_entry(tmp_path, monkeypatch):
+    payload = tmp_path / "source" / "tiny.pth"
+    payload.parent.mkdir()
+    torch.save({"layer.weight": torch.arange(6.0).reshape(2, 3)}, payload)
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    entry = WeightFile(name="tiny", url=payload.as_uri(), sha256=digest, description="test file",
+                       licence="none", converter="")
+    monkeypatch.setitem(weights.WEIGHTS, "tiny", entry)
+    return entry, payload
+
+
+def test_fetch_from_a_file_url_checks_the_hash(local_entry, tmp_path):
+    entry, payload = local_entry
+    path = weights.fetch("tiny", tmp_path / "store")
+    assert path == tmp_path / "store" / "tiny.pth"
+    assert path.read_bytes() == payload.read_bytes()
+    state = weights.load_torch_checkpoint(path)
+    assert torch.equal(state["layer.weight"], torch.arange(6.0).reshape(2, 3))
+    assert weights.verify("tiny", path) == path
+
+
+def test_fetch_refuses_a_file_with_another_hash(local_entry, tmp_path, monkeypatch):
+    entry, payload = local_entry
+    monkeypatch.setitem(weights.WEIGHTS, "tiny", WeightFile(**{**entry.__dict__, "sha256": "0" * 64}))
+    with pytest.raises(WeightsError, match="has sha256 .* expected 0{64}"):
+        weights.fetch("tiny", tmp_path / "store")
+    assert list((tmp_path / "store").iterdir()) == []  # nothing half-written is kept
+
+
+def test_offline_download_says_what_to_do(local_entry, tmp_path):
+    # Port 9 (discard) on localhost refuses connections: the same path as having no network.
+    with pytest.raises(WeightsError) as err:
+        weights.fetch("tiny", tmp_path, url_override="http://127.0.0.1:9/tiny.pth", timeout=5)
+    message = str(err.value)
+    assert message.startswith("cannot download tiny from http://127.0.0.1:9/tiny.pth: no network (")
+    assert message.endswith("download it elsewhere and pass --weights PATH")
+    assert "\n" not in message
+
+
+def test_unknown_names_and_files_are_clear_errors(tmp_path):
+    with pytest.raises(WeightsError, match="unknown weights 'nope'"):
+        weights.fetch("nope")
+    with pytest.raises(WeightsError, match="weights file not found"):
+        weights.load_torch_checkpoint(tmp_path / "absent.pth")
+
+
+class _Gadget:
+    """An arbitrary class: a pickle holding it would run code on a plain torch.load."""
+
+
+def test_checkpoints_holding_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"gadget": _Gadget()}, path)
+    with pytest.raises(WeightsError, match="not a plain PyTorch state_dict"):
+        weights.load_torch_checkpoint(path)
