@@ -100,3 +100,27 @@ def test_weights_list_and_fetch_from_a_local_url(tmp_path):
                    "--dest", tmp_path / "w")
     assert result.returncode == 2 and "sha256" in result.stderr
     assert not list((tmp_path / "w").glob("*.pth"))  # a file with the wrong hash is not kept
+
+
+def test_faces_extract_and_predict_on_real_videos(tmp_path):
+    from .conftest import require_shared
+
+    clips = require_shared("datasets", "videos", "ffpp_c23")
+    require_shared("weights", "mesonet", "Meso4_DF.h5")
+    clip = clips / "fake" / "519_515.mp4"
+    result = dflab("faces", "extract", clip, "--out", tmp_path / "faces", "--frames", "3", "--size", "128", "--quiet")
+    assert result.returncode == 0, result.stderr
+    crops = pd.read_csv(tmp_path / "faces" / "faces.csv")
+    assert len(crops) == 3 and (crops["video"] == "519_515").all()
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("this is text, not a video")
+    result = dflab("predict", clip, "--detector", "mesonet4-df", "--frames", "3", "--json", tmp_path / "v.json",
+                   "--quiet")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((tmp_path / "v.json").read_text())
+    video = payload["videos"][0]
+    assert video["status"] == "ok" and len(video["frame_scores"]) == 3 and video["aggregation"] == "mean_prob"
+    assert 0 <= payload["results"][0]["p_fake"] <= 1
+    result = dflab("predict", broken, "--detector", "mesonet4-df")
+    assert result.returncode == 2 and "broken.mp4" in result.stderr and "Traceback" not in result.stderr

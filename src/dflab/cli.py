@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="deepfake-lab: is this face image or video a deepfake? And the detection lab that measures it.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets and manifests.")
 app.add_typer(data_app, name="data")
+faces_app = typer.Typer(no_args_is_help=True, help="Face extraction from videos and full frames.")
+app.add_typer(faces_app, name="faces")
 weights_app = typer.Typer(no_args_is_help=True, help="Published third-party weights (list, fetch with sha256 check).")
 app.add_typer(weights_app, name="weights")
 
@@ -43,10 +45,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .detectors.registry import UnknownDetectorError
     from .images import ImageError
     from .metrics import MetricsError
+    from .video import VideoError
     from .weights import WeightsError
 
     return (UserError, DataError, ImageError, MetricsError, ModelFileError, NotFittedError, UnknownDetectorError,
-            WeightsError, FileNotFoundError, NotADirectoryError, PermissionError)
+            WeightsError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def main() -> None:
@@ -110,6 +113,45 @@ def detectors_command() -> None:
     for name, entry in available().items():
         table.add_row(name, entry.family, entry.description)
     out_console.print(table)
+
+
+# -- faces --------------------------------------------------------------------------------------
+
+FaceDetectorOption = typer.Option("mtcnn", "--face-detector", help="mtcnn (weights in facenet-pytorch) or blazeface.")
+
+
+@faces_app.command("extract")
+def faces_extract(
+    sources: List[Path] = typer.Argument(..., help="Videos, images or folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: crops/, faces.csv, sources.csv."),
+    frames: int = typer.Option(32, "--frames", "-n", help="Frames sampled evenly over each video."),
+    face_detector: str = FaceDetectorOption,
+    scale: float = typer.Option(1.3, help="Crop size relative to the detected box (margin)."),
+    size: int = typer.Option(256, help="Output crop size in pixels."),
+    square: bool = typer.Option(True, "--square/--no-square", help="Square crops."),
+    policy: str = typer.Option("largest", help="largest: one face per frame; all: every face, with a track id."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Detect and crop faces; write a manifest row per crop and a status per source."""
+    from .faces import extract_faces, read_sources
+
+    set_quiet(quiet)
+    for source in sources:
+        _existing(source, "input")
+    if policy not in ("largest", "all"):
+        raise UserError(f"--policy must be 'largest' or 'all', not {policy!r}")
+    crops = extract_faces([str(s) for s in sources], out, n_frames=frames, detector=face_detector, scale=scale,
+                          size=size, square=square, policy=policy)
+    status = read_sources(out)
+    table = Table(show_header=True, header_style="bold", box=None)
+    for column in ("source", "status", "frames", "with face", "faces", "reason"):
+        table.add_column(column)
+    for row in status.itertuples():
+        table.add_row(str(row.source), str(row.status), str(row.frames), str(row.frames_with_face), str(row.faces),
+                      str(row.reason))
+    if not is_quiet():
+        out_console.print(table)
+    out_console.print(f"{len(crops)} face crops -> {out / 'faces.csv'}; status per source -> {out / 'sources.csv'}")
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -368,49 +410,107 @@ def evaluate_command(
 
 @app.command("predict")
 def predict_command(
-    target: Path = typer.Argument(..., help="An image or a folder of images."),
+    target: Path = typer.Argument(..., help="An image, a video, or a folder of them."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
     detector: Optional[str] = typer.Option(None, "--detector", "-d", help="A ready-to-use (pretrained) detector."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the scores as CSV."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
     threshold: Optional[float] = typer.Option(
         None, help="Decision threshold on P(fake) for the verdict (default: the model's validation EER threshold, else 0.5)."),
+    frames: int = typer.Option(32, "--frames", "-n", help="Videos: frames sampled evenly over the video."),
+    aggregation: str = typer.Option("mean_prob", help="Videos: mean_prob, mean_logit or confident (DFDC winner's rule)."),
+    face_detector: str = FaceDetectorOption,
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Videos: write each frame's explanation over the face here."),
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """P(fake) for each image: printed, and optionally written as CSV/JSON."""
+    """P(fake) for each image or video: printed, and optionally written as CSV/JSON.
+
+    Videos: frames are sampled evenly, the largest face of each is cropped and scored, and the
+    frame scores are aggregated into the video's P(fake)."""
     import numpy as np
     import pandas as pd
 
-    from .data import IMAGE_EXTENSIONS
+    from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
     from .lab import failure_reason
 
     set_quiet(quiet)
     _existing(target, "input")
+    media = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
     if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in media)
         if not files:
-            raise UserError(f"{target}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise UserError(f"{target}: no image or video files found ({', '.join(sorted(media))})")
     else:
         files = [target]
+    if aggregation not in ("mean_prob", "mean_logit", "confident"):
+        raise UserError(f"--aggregation must be mean_prob, mean_logit or confident, not {aggregation!r}")
     scorer = _load_model(model, detector, workers)
     if threshold is None:
         threshold = ((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5)
+    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+    files = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    video_results = _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold)
+    if not files:
+        _write_predictions(pd.DataFrame(video_results["rows"]), video_results["details"], scorer.name, threshold,
+                           csv, json_out)
+        if len(videos) == 1 and video_results["rows"][0]["verdict"] == "error":
+            raise UserError(f"{videos[0]}: {video_results['rows'][0]['error']}")
+        return
     scores = scorer.predict_proba([str(f) for f in files], on_error="nan")
     rows = pd.DataFrame({"path": [str(f) for f in files], "p_fake": scores})
     rows["verdict"] = np.where(np.isnan(scores), "error", np.where(scores >= threshold, "fake", "real"))
     rows["error"] = [failure_reason(p) if np.isnan(s) else "" for p, s in zip(rows["path"], scores)]
+    rows = pd.concat([rows, pd.DataFrame(video_results["rows"], columns=rows.columns)], ignore_index=True)
+    _write_predictions(rows, video_results["details"], scorer.name, threshold, csv, json_out)
+    if len(files) == 1 and not videos and np.isnan(scores[0]):
+        raise UserError(f"{files[0]}: {rows['error'].iloc[0]}")
+
+
+def _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold) -> dict:
+    from .progress import track
+    from .video import predict_video
+
+    rows, details = [], []
+    for video in track(videos, "videos"):
+        result = predict_video(scorer, video, n_frames=frames, face_detector=face_detector, aggregation=aggregation,
+                               heatmap_dir=heatmap)
+        p_fake = result["p_fake"]
+        ok = result["status"] == "ok" and p_fake == p_fake
+        verdict = ("fake" if p_fake >= threshold else "real") if ok else "error"
+        error = "" if ok else (result.get("reason") or result["status"])
+        rows.append({"path": str(video), "p_fake": p_fake, "verdict": verdict, "error": error})
+        details.append(result)
+    return {"rows": rows, "details": details}
+
+
+def _write_predictions(rows, video_details, detector_name, threshold, csv, json_out) -> None:
+    import numpy as np
+
     if csv:
         rows.to_csv(csv, index=False)
     if json_out:
-        json_out.write_text(json.dumps({"detector": scorer.name, "threshold": threshold,
-                                        "results": json.loads(rows.to_json(orient="records"))}, indent=2))
+        payload = {"detector": detector_name, "threshold": threshold,
+                   "results": json.loads(rows.to_json(orient="records")), "videos": video_details}
+        json_out.write_text(json.dumps(payload, indent=2, default=_json_default))
     for row in rows.itertuples():
         score = "  error" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
         extra = f"  ({row.error})" if row.error else ""
         out_console.print(f"{score}  {row.verdict:5}  {row.path}{extra}", highlight=False)
-    if len(files) == 1 and np.isnan(scores[0]):
-        raise UserError(f"{files[0]}: {rows['error'].iloc[0]}")
+    for detail in video_details:
+        if detail["status"] == "ok" and not is_quiet():
+            out_console.print(f"         {detail['video']}: {detail['aggregation']} over "
+                              f"{detail['frames_with_face']}/{detail['frames']} frames with a face", highlight=False)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
 
 if __name__ == "__main__":  # pragma: no cover
