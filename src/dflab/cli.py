@@ -32,6 +32,7 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages.")
+FaceDetectorOption = typer.Option("mtcnn", "--face-detector", help="mtcnn (weights in facenet-pytorch) or blazeface.")
 WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes for feature extraction (default: all cores).")
 
 
@@ -116,9 +117,6 @@ def detectors_command() -> None:
 
 
 # -- faces --------------------------------------------------------------------------------------
-
-FaceDetectorOption = typer.Option("mtcnn", "--face-detector", help="mtcnn (weights in facenet-pytorch) or blazeface.")
-
 
 @faces_app.command("extract")
 def faces_extract(
@@ -234,10 +232,14 @@ def lab_command(
     per_video: Optional[int] = typer.Option(None, help="Quick run: at most this many frames per video."),
     max_videos: Optional[int] = typer.Option(None, help="Quick run: at most this many videos per split and label."),
     layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
+    frames_per_video: int = typer.Option(16, help="Video datasets: frames sampled per video for face crops."),
+    face_detector: str = FaceDetectorOption,
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Run Task 1 (intra-database), Task 2 (inter-database) and Task 3, and write the report."""
+    """Run Task 1 (intra-database), Task 2 (inter-database) and Task 3, and write the report.
+
+    Video datasets (FaceForensics++, DFDC, real/fake folders of videos) are turned into face crops first."""
     from .lab import LabConfig, run_lab
 
     set_quiet(quiet)
@@ -247,7 +249,7 @@ def lab_command(
     _check_detectors(detector)
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
-                       command=_command_line())
+                       frames_per_video=frames_per_video, face_detector=face_detector, command=_command_line())
     started = time.time()
     result = run_lab(config)
     _print_summary(result)

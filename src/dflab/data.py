@@ -59,7 +59,7 @@ REAL, FAKE = 0, 1
 LAB_SPLITS = ("development", "evaluation")
 NO_SPLIT = "all"
 # Layouts whose videos may still be video files; a later stage extracts faces from them.
-VIDEO_LAYOUTS = frozenset({"ffpp", "realfake", "dfdc"})
+VIDEO_LAYOUTS = frozenset({"lab", "ffpp", "realfake", "dfdc"})
 
 _LAYOUT_HELP = (
     "expected one of the layouts lab ({development,evaluation}/{real,fake}/...), "
@@ -602,8 +602,8 @@ def scan(
     ``layout`` overrides auto-detection. ``dataset`` overrides the dataset name (default: the root
     folder's name; deepfakebench: each dataset folder's name; csv: a ``dataset`` column or the CSV's
     folder name). ``extensions`` is the exact set of file suffixes to take; by default images
-    (``IMAGE_EXTENSIONS``), plus ``VIDEO_EXTENSIONS`` for the layouts that hold videos (ffpp,
-    realfake, dfdc). Rows are sorted by dataset, split, label, video, path.
+    (``IMAGE_EXTENSIONS``), plus ``VIDEO_EXTENSIONS`` for the layouts that may hold videos (lab,
+    ffpp, realfake, dfdc). Rows are sorted by dataset, split, label, video, path.
     """
     root = Path(root).expanduser()
     if layout is None:

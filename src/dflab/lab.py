@@ -24,6 +24,7 @@ from .detectors import Detector, create, load_detector
 from .detectors.base import ModelFileError
 from .images import ImageError, load_image
 from .progress import info, warn
+from .videodata import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
 
 LEVELS = ("frame", "video_mean_prob", "video_mean_logit")
 SCORE_COLUMNS = ["task", "detector", "dataset", "split", "path", "video", "label", "score", "error"]
@@ -55,6 +56,9 @@ class LabConfig:
     title: str = "deepfake-lab report"
     command: str = ""
     detector_params: dict = field(default_factory=dict)
+    #: Video datasets: faces are extracted from this many frames per video (cached under out/faces).
+    frames_per_video: int = 16
+    face_detector: str = "mtcnn"
 
 
 # -- manifests --------------------------------------------------------------------------------
@@ -70,23 +74,47 @@ def _load_split(root: Path, split: str, config: LabConfig) -> pd.DataFrame:
     return part
 
 
+def _face_rows(part: pd.DataFrame, root: Path, split: str, config: LabConfig,
+               face_status: list[pd.DataFrame]) -> pd.DataFrame:
+    """Video rows -> face-crop rows (extracted once, cached under ``out/faces``); status kept aside."""
+    if not part["path"].map(data.is_video_file).any():
+        return part
+    n_frames = min(config.frames_per_video, config.per_video or config.frames_per_video)
+    part, status = expand_video_rows(part, Path(config.out) / "faces", n_frames=n_frames,
+                                     detector=config.face_detector)
+    face_status.append(status)
+    if part.empty:
+        raise data.DataError(f"{root}: no face found in any video of the '{split}' split")
+    return part
+
+
 def prepare_manifests(config: LabConfig) -> dict[str, pd.DataFrame]:
-    """Scan the databases, split development data into train/validation by video, save manifests."""
+    """Scan the databases, split development data into train/validation by video, save manifests.
+    Video rows become face-crop rows first (see :mod:`dflab.videodata`); their status goes to
+    ``manifests/video_faces_status.csv``."""
+    face_status: list[pd.DataFrame] = []
+
+    def _load_split_faces(root: Path, split: str, config: LabConfig) -> pd.DataFrame:
+        return _face_rows(_load_split(root, split, config), root, split, config, face_status)
+
     out = {}
-    t1_dev = _load_split(Path(config.task1), "development", config)
+    t1_dev = _load_split_faces(Path(config.task1), "development", config)
     out["task1_train"], out["task1_valid"] = data.split_by_group(t1_dev, valid_fraction=config.valid_fraction,
                                                                  seed=config.seed)
-    out["task1_eval"] = _load_split(Path(config.task1), "evaluation", config)
+    out["task1_eval"] = _load_split_faces(Path(config.task1), "evaluation", config)
     if config.task23 is not None:
-        out["task23_eval"] = _load_split(Path(config.task23), "evaluation", config)
+        out["task23_eval"] = _load_split_faces(Path(config.task23), "evaluation", config)
         if config.task3:
-            t23_dev = _load_split(Path(config.task23), "development", config)
+            t23_dev = _load_split_faces(Path(config.task23), "development", config)
             out["task23_train"], out["task23_valid"] = data.split_by_group(
                 t23_dev, valid_fraction=config.valid_fraction, seed=config.seed)
     folder = Path(config.out) / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in out.items():
         data.save_manifest(frame, folder / f"{name}.csv")
+    (folder / STATUS_FILE).unlink(missing_ok=True)  # a stale one from an earlier run on other data
+    if face_status:
+        pd.concat(face_status, ignore_index=True).to_csv(folder / STATUS_FILE, index=False)
     return out
 
 
@@ -217,7 +245,7 @@ def run_lab(config: LabConfig) -> dict:
         },
         "tasks": {task: {"title": TASK_TITLES[task], **_task_descriptions(task, config), "detectors": dets}
                   for task, dets in results.items() if dets},
-        "skipped": skipped_files(scores),
+        "skipped": skipped_files(scores) + skipped_videos(read_video_status(out / "manifests")),
     }
     (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
     write_report(out, scores, report_metrics)
