@@ -18,6 +18,8 @@ DETECTOR_MODULES = (
     "spectrum",
     "cnn",
     "mesonet",
+    "siamese",
+    "ensemble",
 )
 
 
