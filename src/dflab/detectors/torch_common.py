@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -136,6 +136,15 @@ class ImageDataset(Dataset):
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.input_size, self.mean, self.std = int(input_size), tuple(mean), tuple(std)
         self.augmentation, self.seed, self.epoch = augmentation, int(seed), 0
+        #: Raw items are uint8 (H, W, 3) tensors, normalised a whole batch at a time by
+        #: :func:`normalise_batch` (inference: no per-image float work, no layout copy).
+        self.raw = False
+
+    def as_raw(self) -> "ImageDataset":
+        raw = ImageDataset(self.sources, self.labels, input_size=self.input_size, mean=self.mean, std=self.std,
+                           augmentation=self.augmentation, seed=self.seed)
+        raw.epoch, raw.raw = self.epoch, True
+        return raw
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -148,10 +157,24 @@ class ImageDataset(Dataset):
         try:
             image = resize_square(load_image(self.sources[index]), self.input_size)
         except ImageError as err:
+            if self.raw:
+                return torch.zeros(self.input_size, self.input_size, 3, dtype=torch.uint8), label, str(err)
             return torch.zeros(3, self.input_size, self.input_size), label, str(err)
         if self.augmentation is not None:
             image = self.augmentation(image, np.random.default_rng([self.seed, self.epoch, index]))
+        if self.raw:
+            image = np.ascontiguousarray(image)
+            # torch refuses to share read-only memory (e.g. a caller's frozen array): copy only then.
+            return torch.from_numpy(image if image.flags.writeable else image.copy()), label, ""
         return to_tensor(image, self.mean, self.std), label, ""
+
+
+def normalise_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in channels-last memory, (x / 255 - mean) / std as
+    :func:`to_tensor` (to float32 rounding), in one multiply-add over the whole batch."""
+    std_ = torch.tensor(std, dtype=torch.float32)
+    scale, offset = 1.0 / (255.0 * std_), torch.tensor(mean, dtype=torch.float32) / std_
+    return images.float().mul_(scale).sub_(offset).permute(0, 3, 1, 2)
 
 
 def make_loader(dataset: ImageDataset, *, batch_size: int, shuffle: bool = False, workers: int | None = 0,
@@ -245,25 +268,42 @@ def _batch_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
-                   workers: int | None = 0, description: str = "scoring") -> tuple[np.ndarray, list[str]]:
-    """One logit per image (NaN where the image was unusable) and the error per image ("" if fine)."""
+def predict_outputs(model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                    workers: int | None = 0, description: str = "scoring",
+                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The network's outputs (N, D) as float64, a NaN row where the image was unusable, and the error
+    per image ("" if fine). ``forward`` replaces ``model(x)`` (e.g. an embedding instead of the logit)."""
     model.eval()
-    logits = np.full(len(dataset), np.nan, dtype=np.float64)
+    forward = forward or model
+    outputs: np.ndarray | None = None
     errors: list[str] = []
-    loader = make_loader(dataset, batch_size=batch_size, workers=workers, device=device)
+    loader = make_loader(dataset.as_raw(), batch_size=batch_size, workers=workers, device=device)
     start = 0
     with torch.inference_mode(), progress_bar(description, len(dataset)) as advance:
         for x, _, batch_errors in loader:
             ok = np.asarray([not e for e in batch_errors])
             if ok.any():
+                x = normalise_batch(x, dataset.mean, dataset.std)
                 with _autocast(device):
-                    out = model(_batch_to(x[torch.from_numpy(ok)], device))
-                logits[start + np.flatnonzero(ok)] = out.float().reshape(-1).cpu().numpy()
+                    out = forward(_batch_to(x[torch.from_numpy(ok)] if not ok.all() else x, device))
+                out = out.float().reshape(int(ok.sum()), -1).cpu().numpy()
+                if outputs is None:
+                    outputs = np.full((len(dataset), out.shape[1]), np.nan, dtype=np.float64)
+                outputs[start + np.flatnonzero(ok)] = out
             errors.extend(batch_errors)
             start += len(batch_errors)
             advance(len(batch_errors))
-    return logits, errors
+    if outputs is None:  # no usable image at all
+        outputs = np.full((len(dataset), 1), np.nan, dtype=np.float64)
+    return outputs, errors
+
+
+def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                   workers: int | None = 0, description: str = "scoring") -> tuple[np.ndarray, list[str]]:
+    """One logit per image (NaN where the image was unusable) and the error per image ("" if fine)."""
+    outputs, errors = predict_outputs(model, dataset, batch_size=batch_size, device=device, workers=workers,
+                                      description=description)
+    return outputs[:, 0], errors
 
 
 def _valid_auc(model, dataset, settings, device) -> float:
@@ -352,7 +392,8 @@ def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageData
             for x, y, errors in loader:
                 ok = torch.as_tensor([not e for e in errors])
                 skipped += int((~ok).sum())
-                if ok.any():
+                # A one-image batch is skipped: BatchNorm1d heads (ICPR ST) cannot train on it.
+                if ok.sum() >= 2:
                     x, y = _batch_to(x[ok], device), y[ok].float().to(device)
                     with _autocast(device):
                         logits = model(x).reshape(-1)
@@ -421,6 +462,181 @@ def _resume(folder, run_id, model, optimizer, scheduler, best, name):
                 "state": load_file(str(folder / CHECKPOINT_BEST))}
     info(f"{name}: resuming from {folder} after epoch {state['epochs_done']}")
     return state["epochs_done"], state["history"], best, state["bad_epochs"]
+
+
+# -- pairs and triplets for metric learning (siamese network, ICPR "ST" features) --------------------
+
+def pair_links(data: Any) -> np.ndarray | None:
+    """The manifest's ``pair`` column (the real<->fake source link) as strings, "" where unknown;
+    None when the training data carries no links (a tuple, or a manifest without the column)."""
+    import pandas as pd
+
+    if not isinstance(data, pd.DataFrame) or "pair" not in data.columns:
+        return None
+    links = np.asarray(["" if (p is None or (isinstance(p, float) and math.isnan(p))) else str(p)
+                        for p in data["pair"]], dtype=object)
+    return links if (links != "").any() else None
+
+
+def _partner(candidates: np.ndarray, videos: np.ndarray, video: str, rng: np.random.Generator,
+             tries: int = 8) -> int:
+    """A random index from ``candidates`` whose video is not ``video``; -1 when there is none."""
+    if len(candidates) == 0:
+        return -1
+    for _ in range(tries):  # rejection sampling: cheap when the class spans many videos
+        pick = candidates[rng.integers(len(candidates))]
+        if videos[pick] != video:
+            return int(pick)
+    others = candidates[videos[candidates] != video]
+    return int(others[rng.integers(len(others))]) if len(others) else -1
+
+
+def sample_pairs(labels: np.ndarray, videos: np.ndarray, links: np.ndarray | None, n_pairs: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(first, second, similar)`` index pairs for contrastive training, half of each kind:
+
+    * dissimilar (similar=0): a fake frame and a frame of the real video it was made from (its
+      ``links`` value); a fake without a known source gets a real frame of another video;
+    * similar (similar=1): two frames of the same class from different videos.
+
+    Two frames of one video are never paired (a real and a fake never share a video id either).
+    """
+    labels, videos = np.asarray(labels), np.asarray(videos).astype(str)
+    reals, fakes = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    if len(reals) == 0 or len(fakes) == 0:
+        raise ValueError("pairs need both real and fake images")
+    by_link: dict[str, np.ndarray] = {}
+    if links is not None:
+        links = np.asarray(links, dtype=object)
+        real_links = links[reals]
+        for link in set(real_links) - {""}:
+            by_link[link] = reals[real_links == link]
+    first, second, similar = [], [], []
+    n_dissimilar = n_pairs // 2
+    for fake in fakes[rng.integers(len(fakes), size=n_dissimilar)]:
+        own = by_link.get(links[fake], np.empty(0, np.int64)) if links is not None else np.empty(0, np.int64)
+        real = _partner(own, videos, videos[fake], rng)
+        if real < 0:
+            real = _partner(reals, videos, videos[fake], rng)
+        if real >= 0:
+            first.append(real), second.append(int(fake)), similar.append(0.0)
+    for anchor in rng.integers(len(labels), size=n_pairs - n_dissimilar):
+        same = reals if labels[anchor] == 0 else fakes
+        partner = _partner(same, videos, videos[anchor], rng)
+        if partner >= 0:
+            first.append(int(anchor)), second.append(partner), similar.append(1.0)
+    order = rng.permutation(len(first))
+    return (np.asarray(first, np.int64)[order], np.asarray(second, np.int64)[order],
+            np.asarray(similar, np.float32)[order])
+
+
+def sample_triplets(labels: np.ndarray, videos: np.ndarray, rng: np.random.Generator,
+                    links: np.ndarray | None = None) -> np.ndarray:
+    """(n, 3) rows ``anchor, positive, negative``: every image once as anchor (shuffled), a positive of
+    its class and a negative of the other class, each from another video than the anchor's. With
+    ``links``, half the negatives of a fake anchor are frames of its own source video (the hardest
+    negative: the same face without the manipulation)."""
+    labels, videos = np.asarray(labels), np.asarray(videos).astype(str)
+    by_class = {0: np.flatnonzero(labels == 0), 1: np.flatnonzero(labels == 1)}
+    own_source: dict[str, np.ndarray] = {}
+    if links is not None:
+        links = np.asarray(links, dtype=object)
+        for link in set(links[by_class[0]]) - {""}:
+            own_source[link] = by_class[0][links[by_class[0]] == link]
+    rows = []
+    for anchor in rng.permutation(len(labels)):
+        label = int(labels[anchor])
+        positive = _partner(by_class[label], videos, videos[anchor], rng)
+        negative = -1
+        if label == 1 and links is not None and links[anchor] in own_source and rng.random() < 0.5:
+            negative = _partner(own_source[links[anchor]], videos, videos[anchor], rng)
+        if negative < 0:
+            negative = _partner(by_class[1 - label], videos, videos[anchor], rng)
+        if positive >= 0 and negative >= 0:
+            rows.append((int(anchor), positive, negative))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+class TupleDataset(Dataset):
+    """Rows of image indices into an :class:`ImageDataset` -> ``(k images stacked, target, error)``."""
+
+    def __init__(self, images: ImageDataset, rows: np.ndarray, targets: np.ndarray | None = None):
+        self.images, self.rows = images, np.asarray(rows, dtype=np.int64)
+        self.targets = np.zeros(len(self.rows), np.float32) if targets is None else np.asarray(targets, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        items = [self.images[int(i)] for i in self.rows[index]]
+        error = "; ".join(e for _, _, e in items if e)
+        return torch.stack([x for x, _, _ in items]), float(self.targets[index]), error
+
+
+def contrastive_loss(first: torch.Tensor, second: torch.Tensor, similar: torch.Tensor,
+                     margin: float) -> torch.Tensor:
+    """Hadsell, Chopra & LeCun (2006): similar pairs pulled together (d^2), dissimilar pairs pushed
+    to at least ``margin`` apart (max(0, margin - d)^2)."""
+    distance = torch.linalg.vector_norm(first - second, dim=1)
+    return 0.5 * (similar * distance.pow(2) + (1 - similar) * torch.relu(margin - distance).pow(2)).mean()
+
+
+def train_metric(model: nn.Module, images: ImageDataset, make_rows: Callable[[int], tuple[np.ndarray, np.ndarray | None]],
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], settings: TrainSettings, *,
+                 device: torch.device, embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 parameters: Iterable[nn.Parameter] | None = None, name: str = "model") -> dict:
+    """Metric learning on tuples of images (pairs, triplets): each epoch ``make_rows(epoch)`` gives
+    the rows of image indices (and a target per row); the k images of a batch of rows go through
+    ``embed`` (default ``model``) in one pass and ``loss_fn(embeddings (B, k, D), targets)`` is
+    minimised with AdamW and the warm-up + cosine schedule of :func:`train_binary`. Returns the history."""
+    torch.manual_seed(settings.seed)
+    embed = embed or model
+    model.to(device).to(memory_format=torch.channels_last)
+    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    rows0, _ = make_rows(0)
+    steps_per_epoch = max(1, math.ceil(len(rows0) / settings.batch_size))
+    total_steps = steps_per_epoch * settings.epochs
+    warmup_steps = int(round(settings.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    history = []
+    for epoch in range(settings.epochs):
+        started = time.perf_counter()
+        torch.manual_seed(settings.seed * 1_000_003 + epoch)
+        rows, targets = (rows0, _) if epoch == 0 else make_rows(epoch)
+        if len(rows) == 0:
+            raise ValueError(f"{name}: no training pairs/triplets could be formed (needs several videos per class)")
+        images.set_epoch(epoch)
+        # Rows are drawn at random already; a plain loader keeps their order.
+        loader = make_loader(TupleDataset(images, rows, targets), batch_size=settings.batch_size,
+                             workers=settings.workers, device=device)
+        model.train()
+        losses, skipped = [], 0
+        with progress_bar(f"{name}: metric epoch {epoch + 1}/{settings.epochs}", len(rows)) as advance:
+            for x, target, errors in loader:
+                ok = torch.as_tensor([not e for e in errors])
+                skipped += int((~ok).sum())
+                if ok.sum() >= 2:  # BatchNorm needs more than one row
+                    x, target = x[ok], target[ok].float().to(device)
+                    b, k = x.shape[:2]
+                    with _autocast(device):
+                        out = embed(_batch_to(x.reshape(b * k, *x.shape[2:]), device))
+                    loss = loss_fn(out.float().reshape(b, k, -1), target)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    losses.append(float(loss.detach()))
+                scheduler.step()
+                advance(len(errors))
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "rows": int(len(rows)), "skipped": skipped, "seconds": round(time.perf_counter() - started, 1)}
+        history.append(record)
+        info(f"{name}: metric epoch {epoch + 1}/{settings.epochs} loss {record['train_loss']:.4f} "
+             f"({record['seconds']} s)")
+    model.eval()
+    return {"history": history, "device": str(device)}
 
 
 # -- the Detector wiring ------------------------------------------------------------------------
