@@ -276,6 +276,8 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
     task1 = score_manifest(detector, manifests["task1_eval"], scores_file=scores_file, task="task1",
                            detector_name=name, split="evaluation")
     results["task1"][name] = _evaluate(task1, thresholds, config)
+    if getattr(detector, "pair_accuracy_", None) is not None:
+        results["task1"][name]["pair_accuracy"] = float(detector.pair_accuracy_)
     if "task23_eval" not in manifests:
         return
     task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",

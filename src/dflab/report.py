@@ -438,6 +438,10 @@ def _error_of(entry: Mapping[str, Any]) -> str | None:
 
 def _frame_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str] | tuple[str, str]]]:
     header = ["Detector", "Samples", "AUC [95% CI]", "EER [95% CI]", "EER threshold"]
+    # Siamese detectors also report how often they judge a validation pair (same/different) right.
+    with_pairs = any("pair_accuracy" in entry for _, entry in _detector_entries(task_metrics))
+    if with_pairs:
+        header.append("Pair accuracy (validation)")
     rows: list[list[str] | tuple[str, str]] = []
     for name, entry in _detector_entries(task_metrics):
         error = _error_of(entry)
@@ -445,13 +449,16 @@ def _frame_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[
             rows.append((name, error))
             continue
         frame = entry.get("frame") or {}
-        rows.append([
+        row = [
             name,
             _format_samples(frame),
             format_metric(frame.get("auc"), frame.get("auc_ci")),
             format_metric(frame.get("eer"), frame.get("eer_ci")),
             format_metric(frame.get("eer_threshold")),
-        ])
+        ]
+        if with_pairs:
+            row.append(format_metric(entry.get("pair_accuracy")))
+        rows.append(row)
     return header, rows
 
 
