@@ -65,12 +65,17 @@ def test_train_evaluate_predict(lab_root, tmp_path):
     assert (model / "config.json").exists()
 
     result = dflab("evaluate", lab_root / "Task_1", "--model", model, "--out", tmp_path / "ev", "--n-boot", "50",
-                   "--quiet")
+                   "--perturb", "--quiet")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     entry = metrics["tasks"]["evaluate"]["detectors"]["ela-logreg"]
     assert entry["frame"]["auc"] > 0.6 and "threshold" in entry["frame"]
-    assert (tmp_path / "ev" / "report.html").exists()
+    robustness = metrics["robustness"]["ela-logreg"]
+    assert set(robustness) == {"none", "jpeg90", "jpeg70", "jpeg50", "downscale0.5", "blur", "noise"}
+    assert robustness["none"]["auc"] == entry["frame"]["auc"]  # the unperturbed row is the evaluation itself
+    assert all(0 <= m["auc"] <= 1 for m in robustness.values())
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "Robustness" in html and (tmp_path / "ev" / "plots" / "robustness.png").exists()
 
     images = sorted((lab_root / "Task_1" / "evaluation").rglob("*.png"))[:4]
     folder = tmp_path / "imgs"

@@ -376,6 +376,7 @@ def evaluate_command(
     n_boot: int = typer.Option(1000),
     seed: int = typer.Option(0),
     layout: Optional[str] = typer.Option(None),
+    perturb: bool = typer.Option(False, "--perturb", help="Also re-score under JPEG 90/70/50, downscale x0.5, blur and noise."),
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -404,6 +405,12 @@ def evaluate_command(
                                "eval": f"{data_path} ({split})", "detectors": {name: result}}},
         "skipped": skipped_files(read_scores(out / "scores.csv")),
     }
+    if perturb:
+        from .robustness import evaluate_robustness
+
+        scored = manifest.merge(scores[["path", "score"]], on="path", how="left")
+        report_metrics["robustness"] = {name: evaluate_robustness(
+            scorer, manifest, out, seed=seed, n_boot=min(n_boot, 200), baseline_scores=scored["score"].to_numpy())}
     (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
     write_report(out, scores, report_metrics)
     _print_summary(report_metrics)

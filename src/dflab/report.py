@@ -421,6 +421,42 @@ def write_plots(scores: pd.DataFrame, metrics: Mapping[str, Any], out_dir: str |
     return written
 
 
+def plot_robustness(robustness: Mapping[str, Mapping[str, Any]], title: str = "AUC under perturbations") -> Figure:
+    """Grouped bars: frame-level AUC (95% CI) per perturbation, one colour per detector."""
+    detectors = list(robustness)
+    perturbations = list(dict.fromkeys(p for entry in robustness.values() for p in entry))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(perturbations) + 2), 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(detectors))
+    colours = _detector_colours(detectors)
+    for k, detector in enumerate(detectors):
+        x = np.arange(len(perturbations)) + (k - (len(detectors) - 1) / 2) * width
+        auc = np.array([_finite_number((robustness[detector].get(p) or {}).get("auc")) or np.nan
+                        for p in perturbations])
+        ci = [(robustness[detector].get(p) or {}).get("auc_ci") or [np.nan, np.nan] for p in perturbations]
+        low = np.array([a - (c[0] if c[0] is not None else np.nan) for a, c in zip(auc, ci)])
+        high = np.array([(c[1] if c[1] is not None else np.nan) - a for a, c in zip(auc, ci)])
+        ax.bar(x, auc, width, label=_plain(detector), color=colours[detector],
+               yerr=np.nan_to_num(np.vstack([low, high])), capsize=2)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(np.arange(len(perturbations)), [_plain(p) for p in perturbations])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("frame-level AUC")
+    ax.set_title(_plain(title))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.subplots_adjust(bottom=0.15)
+    return fig
+
+
+def _robustness_table(robustness: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    detectors = list(robustness)
+    perturbations = list(dict.fromkeys(p for entry in robustness.values() for p in entry))
+    header = ["Perturbation"] + [f"{d}: AUC [95% CI]" for d in detectors]
+    rows = [[p] + [format_metric((robustness[d].get(p) or {}).get("auc"), (robustness[d].get(p) or {}).get("auc_ci"))
+                   for d in detectors] for p in perturbations]
+    return header, rows
+
+
 # ----------------------------------------------------------------------------------------------
 # Report tables (shared by HTML and Markdown)
 # ----------------------------------------------------------------------------------------------
@@ -589,7 +625,9 @@ def _task_figures_html(record: Mapping[str, Any]) -> str:
     return "<div class=\"figures\">\n" + "\n".join(figures) + "\n</div>" if figures else ""
 
 
-def _render_html(metrics: Mapping[str, Any], plots: Mapping[str, Any]) -> str:
+def _render_html(metrics: Mapping[str, Any], plots: Mapping[str, Any],
+                 plots_extra: Mapping[str, Any] | None = None) -> str:
+    plots_extra = plots_extra or {}
     meta = metrics.get("meta") or {}
     title = str(meta.get("title") or "Deepfake detection lab report")
     parts = [
@@ -647,6 +685,15 @@ def _render_html(metrics: Mapping[str, Any], plots: Mapping[str, Any]) -> str:
         if record.get("notes"):
             parts.append("<ul class=\"notes\">" + "".join(f"<li>{_esc(n)}</li>" for n in record["notes"]) + "</ul>")
 
+    robustness = metrics.get("robustness")
+    if robustness:
+        parts.append("<h2>Robustness</h2><p>Frame-level AUC of the same scores after JPEG re-compression, "
+                     "downscaling, blur and noise of the evaluation images.</p>")
+        parts.append(_html_table(*_robustness_table(robustness)))
+        png = _png_of(plots_extra.get("robustness", []))
+        if png is not None:
+            parts.append(f"<div class=\"figures\">{_embedded_png(png, 'AUC under perturbations')}</div>")
+
     parts.append("<h2>Glossary</h2><dl>")
     parts.extend(f"<dt>{_esc(term)}</dt><dd>{_esc(text)}</dd>" for term, text in GLOSSARY)
     parts.append("</dl>")
@@ -699,7 +746,9 @@ def _md_image(path: Path, out_dir: Path, caption: str) -> str:
     return f"![{alt}](<{relative}>)"
 
 
-def _render_markdown(metrics: Mapping[str, Any], plots: Mapping[str, Any], out_dir: Path) -> str:
+def _render_markdown(metrics: Mapping[str, Any], plots: Mapping[str, Any], out_dir: Path,
+                     plots_extra: Mapping[str, Any] | None = None) -> str:
+    plots_extra = plots_extra or {}
     meta = metrics.get("meta") or {}
     title = str(meta.get("title") or "Deepfake detection lab report")
     command = str(meta.get("command", MISSING)).replace("`", "'")  # a backtick would end the code span
@@ -751,6 +800,13 @@ def _render_markdown(metrics: Mapping[str, Any], plots: Mapping[str, Any], out_d
         if record.get("notes"):
             lines += [f"- _{_md_cell(n)}_" for n in record["notes"]] + [""]
 
+    robustness = metrics.get("robustness")
+    if robustness:
+        lines += ["## Robustness", "", _md_table(*_robustness_table(robustness)), ""]
+        png = _png_of(plots_extra.get("robustness", []))
+        if png is not None:
+            lines += [_md_image(png, out_dir, "AUC under perturbations"), ""]
+
     lines += ["## Glossary", ""]
     lines += [f"- **{term}:** {text}" for term, text in GLOSSARY]
     skipped = metrics.get("skipped") or []
@@ -782,8 +838,11 @@ def write_report(out_dir: str | Path, scores: pd.DataFrame, metrics: Mapping[str
     out.mkdir(parents=True, exist_ok=True)
     plots_dir = out / "plots"
     plots = write_plots(scores, metrics, plots_dir)
+    plots_extra = {}
+    if metrics.get("robustness"):
+        plots_extra["robustness"] = save_figure(plot_robustness(metrics["robustness"]), plots_dir / "robustness")
     html_path = out / "report.html"
-    html_path.write_text(_render_html(metrics, plots), encoding="utf-8")
+    html_path.write_text(_render_html(metrics, plots, plots_extra), encoding="utf-8")
     markdown_path = out / "report.md"
-    markdown_path.write_text(_render_markdown(metrics, plots, out), encoding="utf-8")
+    markdown_path.write_text(_render_markdown(metrics, plots, out, plots_extra), encoding="utf-8")
     return {"html": html_path, "markdown": markdown_path, "plots_dir": plots_dir}
