@@ -9,6 +9,7 @@ classifier's main hyper-parameter is chosen on it (by AUC), never on evaluation 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
 from sklearn.ensemble import AdaBoostClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -25,8 +26,10 @@ from .base import Detector, as_sources, as_training_set
 #: classifier name -> (builder(seed, value), candidate values tried on validation data).
 CLASSIFIERS = {
     "logreg": (lambda seed, c: LogisticRegression(C=c, max_iter=2000, random_state=seed), (0.01, 0.1, 1.0, 10.0)),
+    # Platt scaling on cross-validation folds turns the SVM's decision values into P(fake).
     "svm": (lambda seed, c: make_pipeline(PCA(n_components=0.99, random_state=seed),
-                                          SVC(C=c, kernel="rbf", probability=True, random_state=seed)),
+                                          CalibratedClassifierCV(SVC(C=c, kernel="rbf", random_state=seed),
+                                                                 method="sigmoid", ensemble=False, cv=5)),
             (0.1, 1.0, 10.0)),
     "rf": (lambda seed, depth: RandomForestClassifier(n_estimators=300, max_depth=depth, n_jobs=1,
                                                       random_state=seed), (None, 12)),
