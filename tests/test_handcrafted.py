@@ -111,7 +111,8 @@ def face_set(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,params", [
-    ("block-dct", {"block": 16, "stride": 16}),
+    ("block-dct", {"block": 16, "stride": 16, "classifier": "logreg"}),
+    ("block-dct", {"block": 16, "stride": 16, "classifier": "gb"}),
     ("spectrum-logreg", {}),
     ("spectrum-svm", {}),
 ])
