@@ -124,6 +124,14 @@ def _limit_worker_threads() -> None:
         pass
 
 
+def _init_worker() -> None:
+    # BLAS/OpenMP pools (NumPy matmul, scikit-learn) too: one thread per worker process.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    _limit_worker_threads()
+
+
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
@@ -141,25 +149,21 @@ def _pool(workers: int) -> ProcessPoolExecutor:
             context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "dflab.features", "dflab.detectors.classic"])
         else:
             context = mp.get_context("spawn")
-        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                     initializer=_init_worker)
         atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
 
 
-def _submit_all(workers: int, extractor, sources, chunks, cache_dir):
-    try:
-        pool = _pool(workers)
-        return [pool.submit(_extract_chunk, extractor, [sources[i] for i in indices], cache_dir) for indices in chunks]
-    except BrokenProcessPool:
-        _POOLS.pop(workers, None)  # a worker died earlier (e.g. killed): start a fresh pool once
-        pool = _pool(workers)
-        return [pool.submit(_extract_chunk, extractor, [sources[i] for i in indices], cache_dir) for indices in chunks]
-
-
 def iter_extract(sources: Sequence[ImageLike], extractor: Extractor, *, workers: int | None = None,
-                 cache_dir: Path | str | None | bool = True, description: str = "features", chunk_size: int = 16):
-    """Yield ``(indices, [(features | None, reason | None), ...])`` chunk by chunk, in input order, so
-    callers can stream results without holding every image's features at once."""
+                 cache_dir: Path | str | None | bool = True, description: str = "features",
+                 chunk_size: int = 16) -> Iterator[tuple[list[int], list[tuple[np.ndarray | None, str | None]]]]:
+    """Yield ``(indices, [(features | None, reason | None), ...])`` chunk by chunk, in input order.
+
+    Only a few chunks per worker are in flight at once and a chunk's result is dropped once yielded,
+    so memory stays flat however long the input is: a caller that reduces each chunk (e.g. scores
+    it and keeps one number per image) never holds every image's features.
+    """
     cache_dir = _resolve_cache_dir(cache_dir)
     workers = default_workers() if workers is None else max(1, int(workers))
     n = len(sources)
@@ -167,13 +171,35 @@ def iter_extract(sources: Sequence[ImageLike], extractor: Extractor, *, workers:
     with progress_bar(description, n) as advance:
         if workers == 1 or n < MIN_ITEMS_FOR_WORKERS:
             for indices in chunks:
-                yield indices, _extract_chunk(extractor, [sources[i] for i in indices], cache_dir)
+                results = _extract_chunk(extractor, [sources[i] for i in indices], cache_dir)
                 advance(len(indices))
-        else:
-            futures = _submit_all(workers, extractor, sources, chunks, cache_dir)
-            for indices, future in zip(chunks, futures):
-                yield indices, future.result()
-                advance(len(indices))
+                yield indices, results
+            return
+        pending: deque = deque()
+        upcoming = iter(chunks)
+
+        def submit_next() -> bool:
+            indices = next(upcoming, None)
+            if indices is None:
+                return False
+            args = (_extract_chunk, extractor, [sources[i] for i in indices], cache_dir)
+            try:
+                future = _pool(workers).submit(*args)
+            except BrokenProcessPool:
+                _POOLS.pop(workers, None)  # a worker died earlier (e.g. killed): start a fresh pool once
+                future = _pool(workers).submit(*args)
+            pending.append((indices, future))
+            return True
+
+        for _ in range(_IN_FLIGHT_PER_WORKER * workers):
+            if not submit_next():
+                break
+        while pending:
+            indices, future = pending.popleft()
+            results = future.result()
+            submit_next()
+            advance(len(indices))
+            yield indices, results
 
 
 def extract(sources: Sequence[ImageLike], extractor: Extractor, *, workers: int | None = None,
