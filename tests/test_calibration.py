@@ -7,8 +7,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
-from dflab.calibration import (CalibrationError, Calibrator, brier_score, expected_calibration_error,
-                               fit_calibrator, reliability_curve)
+from dflab.calibration import (CalibrationError, Calibrator, brier_score, calibration_summary,
+                               expected_calibration_error, fit_calibrator, reliability_curve)
 
 
 def test_brier_hand_computed_and_matches_sklearn():
@@ -125,3 +125,24 @@ def test_nan_scores_stay_nan_and_bad_input_is_refused():
         expected_calibration_error([0, 1], [0.1, 1.5])
     with pytest.raises(CalibrationError, match="differ in length"):
         brier_score([0, 1, 1], [0.1, 0.2])
+
+
+def test_calibration_summary_fits_on_development_and_measures_on_evaluation():
+    # Development scores are systematically too low: the true P(fake) is expit(2 * logit(score) + 1).
+    rng = np.random.default_rng(3)
+    def draw(n):
+        scores = rng.uniform(0.02, 0.98, n)
+        return rng.random(n) < expit(2 * logit(scores) + 1), scores
+    valid_labels, valid_scores = draw(4000)
+    labels, scores = draw(4000)
+    scores[:5] = np.nan  # unusable images are left out
+    summary = calibration_summary(valid_labels, valid_scores, labels, scores)
+    assert set(summary) == {"raw", "platt", "isotonic"}
+    ok = ~np.isnan(scores)
+    assert summary["raw"]["brier"] == pytest.approx(brier_score(labels[ok], scores[ok]))
+    platt = fit_calibrator(valid_scores, valid_labels, "platt").transform(scores[ok])
+    assert summary["platt"]["ece"] == pytest.approx(expected_calibration_error(labels[ok], platt))
+    assert summary["platt"]["ece"] < 0.03 < summary["raw"]["ece"]
+    assert summary["platt"]["brier"] < summary["raw"]["brier"]
+    # One development class: calibrators cannot be fitted, the raw measurement remains.
+    assert set(calibration_summary(np.zeros(10), rng.random(10), labels, scores)) == {"raw"}

@@ -52,6 +52,19 @@ def test_unknown_detector_and_unreadable_layout(lab_root, tmp_path):
     assert result.returncode == 2 and "weird" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_detector_params_are_parsed_and_checked():
+    from dflab.cli import UserError, parse_detector_params
+
+    params = parse_detector_params(["seed=3", "ela-rf.grid=4", "ela-rf.color=true", "block-dct.classifier=logreg"],
+                                   ["ela-rf", "block-dct"])
+    assert params == {"ela-rf": {"seed": 3, "grid": 4, "color": True},
+                      "block-dct": {"seed": 3, "classifier": "logreg"}}
+    for bad, needle in [("epochs", "KEY=VALUE"), ("nope.grid=4", "not one of the chosen"),
+                        ("ela-rf.epochs=3", "no parameter 'epochs'"), ("epochs=3", "no parameter 'epochs'")]:
+        with pytest.raises(UserError, match=needle):
+            parse_detector_params([bad], ["ela-rf", "block-dct"])
+
+
 def test_data_summary_counts(lab_root):
     result = dflab("data", "summary", lab_root / "Task_1")
     assert result.returncode == 0, result.stderr
@@ -60,9 +73,11 @@ def test_data_summary_counts(lab_root):
 
 def test_train_evaluate_predict(lab_root, tmp_path):
     model = tmp_path / "model"
-    result = dflab("train", lab_root / "Task_1", "--detector", "ela-logreg", "--out", model, "-j", "1", "--quiet")
+    result = dflab("train", lab_root / "Task_1", "--detector", "ela-logreg", "--out", model, "-j", "1", "--quiet",
+                   "--param", "grid=4", "--param", "ela-logreg.extra_qualities=[70]")
     assert result.returncode == 0, result.stderr
-    assert (model / "config.json").exists()
+    params = json.loads((model / "config.json").read_text())["params"]
+    assert params["grid"] == 4 and params["extra_qualities"] == [70]
 
     result = dflab("evaluate", lab_root / "Task_1", "--model", model, "--out", tmp_path / "ev", "--n-boot", "50",
                    "--perturb", "--quiet")

@@ -41,6 +41,9 @@ def test_lab_end_to_end(tiny_lab, tmp_path):
             assert 0 <= m["auc"] <= 1 and 0 <= m["eer"] <= 1
             assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
             assert "threshold" in m and "apcer" in m  # threshold from development data, applied to evaluation
+        calibration = entry["calibration"]
+        assert set(calibration) == {"raw", "platt", "isotonic"}
+        assert all(0 <= c["brier"] <= 1 and 0 <= c["ece"] <= 1 for c in calibration.values())
     # The synthetic manipulation of Task 1 is easy to learn: Task 1 must be well above chance.
     assert result["tasks"]["task1"]["detectors"]["ela-logreg"]["frame"]["auc"] > 0.75
 
@@ -55,6 +58,7 @@ def test_lab_end_to_end(tiny_lab, tmp_path):
 
     html = (out / "report.html").read_text()
     assert "999.png" in html and "ela-logreg" in html and "synthetic" in html.lower()
+    assert "Calibration" in html and "ECE (Platt)" in html
     assert (out / "report.md").exists()
     assert (out / "plots" / "roc_task1.png").exists() and (out / "plots" / "roc_task2.svg").exists()
     assert (out / "models" / "ela-logreg" / "task1" / "config.json").exists()

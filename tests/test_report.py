@@ -310,3 +310,24 @@ def test_pair_accuracy_column_only_when_a_detector_reports_it():
                                                "ela-logreg": {"frame": frame}}})
     assert header[-1] == "Pair accuracy (validation)"
     assert rows[0][-1] == "0.812" and rows[1][-1] == "—"
+
+
+def test_calibration_table_and_detector_figures_are_reported(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    scores = make_scores(rng, tasks=("task1",), detectors=("siamese", "ela-logreg"))
+    metrics = make_metrics(scores, synthetic=False)
+    entry = metrics["tasks"]["task1"]["detectors"]["ela-logreg"]
+    entry["calibration"] = {"raw": {"brier": 0.2345, "ece": 0.1234}, "platt": {"brier": 0.18, "ece": 0.031}}
+    (tmp_path / "plots").mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "plots" / "sbi.png")
+    entry["figures"] = [{"path": "plots/sbi.png", "caption": "self-blended training examples"}]
+    write_report(tmp_path, scores, metrics)
+    html = (tmp_path / "report.html").read_text()
+    assert "Calibration" in html and "ECE (Platt)" in html and "0.123" in html and "0.031" in html
+    assert "Training examples" in html and "self-blended training examples" in html
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| ela-logreg |" in markdown.split("### Calibration")[1] and "(<plots/sbi.png>)" in markdown
+    # A detector without calibration numbers gets no calibration row.
+    assert "| siamese |" not in markdown.split("### Calibration")[1].split("##")[0]

@@ -78,3 +78,19 @@ def test_checkpoints_holding_objects_are_refused(tmp_path):
     torch.save({"gadget": _Gadget()}, path)
     with pytest.raises(WeightsError, match="not a plain PyTorch state_dict"):
         weights.load_torch_checkpoint(path)
+
+
+def test_blazeface_fetched_from_a_local_copy_is_found_by_the_face_detector(tmp_path, monkeypatch):
+    from dflab.faces import BlazeFaceDetector
+
+    from .conftest import require_shared
+
+    copy = require_shared("weights", "blazeface", "blazeface.pth")
+    monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path / "weights"))
+    with pytest.raises(FileNotFoundError, match="dflab weights fetch blazeface"):
+        BlazeFaceDetector()
+    path = weights.fetch("blazeface", url_override=copy.as_uri())
+    assert path == tmp_path / "weights" / "blazeface" / "blazeface.pth"
+    assert weights.get("blazeface").url.startswith("https://")
+    detector = BlazeFaceDetector()  # anchors are computed when anchors.npy is not beside the weights
+    assert detector.weights_path == path and detector.anchors.shape == (896, 4)

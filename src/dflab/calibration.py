@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import expit, logit
 
 __all__ = ["CALIBRATION_METHODS", "Calibrator", "fit_calibrator", "brier_score", "expected_calibration_error",
-           "reliability_curve"]
+           "reliability_curve", "calibration_summary"]
 
 CALIBRATION_METHODS = ("platt", "isotonic")
 # Scores are clipped before the logit so that P = 0 or 1 gives a large finite feature, not inf.
@@ -156,3 +156,22 @@ def expected_calibration_error(labels: Any, p: Any, n_bins: int = 15) -> float:
     used = curve["count"] > 0
     weights = curve["count"][used] / curve["count"].sum()
     return float(np.sum(weights * np.abs(curve["fraction_fake"][used] - curve["mean_prob"][used])))
+
+
+def calibration_summary(valid_labels: Any, valid_scores: Any, labels: Any, scores: Any, n_bins: int = 15
+                        ) -> dict[str, dict[str, float]]:
+    """Brier score and ECE of evaluation scores as they are (``raw``) and after each calibrator
+    fitted on the development (validation) scores. NaN scores are left out on both sides; a method
+    that cannot be fitted (one class in development) is left out."""
+    labels, scores = _check(labels, scores, allow_nan=True)
+    ok = ~np.isnan(scores)
+    labels, scores = labels[ok], scores[ok]
+    summary = {"raw": {"brier": brier_score(labels, scores), "ece": expected_calibration_error(labels, scores, n_bins)}}
+    for method in CALIBRATION_METHODS:
+        try:
+            calibrated = fit_calibrator(valid_scores, valid_labels, method).transform(scores)
+        except CalibrationError:
+            continue
+        summary[method] = {"brier": brier_score(labels, calibrated),
+                           "ece": expected_calibration_error(labels, calibrated, n_bins)}
+    return summary

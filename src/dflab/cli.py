@@ -34,6 +34,9 @@ err_console = Console(stderr=True)
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages.")
 FaceDetectorOption = typer.Option("mtcnn", "--face-detector", help="mtcnn (weights in facenet-pytorch) or blazeface.")
 WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes for feature extraction (default: all cores).")
+ParamOption = typer.Option(
+    [], "--param", "-p", metavar="[DETECTOR.]KEY=VALUE",
+    help="Detector parameter (repeatable), e.g. epochs=5 or efficientnet-lite0.epochs=5; VALUE is JSON or text.")
 
 
 class UserError(Exception):
@@ -234,6 +237,7 @@ def lab_command(
     layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
     frames_per_video: int = typer.Option(16, help="Video datasets: frames sampled per video for face crops."),
     face_detector: str = FaceDetectorOption,
+    param: List[str] = ParamOption,
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -249,7 +253,8 @@ def lab_command(
     _check_detectors(detector)
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
-                       frames_per_video=frames_per_video, face_detector=face_detector, command=_command_line())
+                       frames_per_video=frames_per_video, face_detector=face_detector, command=_command_line(),
+                       detector_params=parse_detector_params(param, detector))
     started = time.time()
     result = run_lab(config)
     _print_summary(result)
@@ -261,6 +266,33 @@ def _check_detectors(names: List[str]) -> None:
 
     for name in names:
         get(name)
+
+
+def parse_detector_params(items: List[str], detectors: List[str]) -> dict[str, dict]:
+    """``[DETECTOR.]KEY=VALUE`` items -> {detector: {key: value}}; without a detector prefix the
+    parameter goes to every detector that accepts it. Unknown keys are a user error."""
+    from .detectors import create
+
+    accepted = {name: create(name).get_params(deep=False) for name in detectors}
+    params: dict[str, dict] = {}
+    for item in items:
+        target, equals, raw = item.partition("=")
+        if not equals or not target:
+            raise UserError(f"--param {item!r}: expected [DETECTOR.]KEY=VALUE, e.g. epochs=5")
+        name, dot, key = target.rpartition(".")
+        if dot and name not in accepted:
+            raise UserError(f"--param {item!r}: {name!r} is not one of the chosen detectors ({', '.join(detectors)})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        targets = [name] if dot else [n for n in detectors if key in accepted[n]]
+        if not targets or any(key not in accepted[n] for n in targets):
+            where = name if dot else "any chosen detector"
+            raise UserError(f"--param {item!r}: {where} has no parameter {key!r}")
+        for target_name in targets:
+            params.setdefault(target_name, {})[key] = value
+    return params
 
 
 def _print_summary(result: dict) -> None:
@@ -320,6 +352,7 @@ def train_command(
     valid_fraction: float = typer.Option(0.2, help="Part of the training split held out by video for validation."),
     seed: int = typer.Option(0),
     layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
+    param: List[str] = ParamOption,
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -333,7 +366,8 @@ def train_command(
     manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
     train, valid = data.split_by_group(manifest, valid_fraction=valid_fraction, seed=seed)
     model = build_detector(detector, LabConfig(task1=data_path, task23=None, detectors=[detector], out=out,
-                                               seed=seed, workers=workers))
+                                               seed=seed, workers=workers,
+                                               detector_params=parse_detector_params(param, [detector])))
     model.fit(train, valid=valid)
     valid_scores = pd.DataFrame({"video": valid["video"], "label": valid["label"],
                                  "score": model.predict_proba(valid, on_error="nan")})

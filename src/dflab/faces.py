@@ -215,16 +215,15 @@ def _blazeface_network():
     return BlazeFaceNet()
 
 
-def find_weights(relative: str, explicit: str | os.PathLike | None = None) -> Path:
-    """A third-party weight file: ``explicit`` if given, else ``$DFLAB_WEIGHTS/<relative>``."""
-    if explicit is not None:
-        path = Path(explicit)
-    elif os.environ.get(WEIGHTS_ENV):
-        path = Path(os.environ[WEIGHTS_ENV]) / relative
-    else:
-        raise FileNotFoundError(f"no weights for {relative}: pass a path or set {WEIGHTS_ENV} to the weights folder")
+def find_weights(name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """A third-party weight file: ``explicit`` if given, else where ``dflab weights fetch NAME`` keeps
+    it (``$DFLAB_WEIGHTS`` or ``~/.cache/dflab/weights``)."""
+    from .weights import local_path
+
+    path = Path(explicit) if explicit is not None else local_path(name)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weight file not found")
+        hint = "" if explicit is not None else f" (`dflab weights fetch {name}` downloads it, or set {WEIGHTS_ENV})"
+        raise FileNotFoundError(f"{path}: weight file not found{hint}")
     return path
 
 
@@ -266,7 +265,7 @@ class BlazeFaceDetector(FaceDetector):
                  min_score: float = 0.75, nms_iou: float = 0.3, device: str | None = None):
         import torch
 
-        path = find_weights("blazeface/blazeface.pth", weights)
+        path = find_weights("blazeface", weights)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a bad file; all mean "unusable weights"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, data, metrics
+from .calibration import CalibrationError, calibration_summary
 from .detectors import Detector, create, load_detector
 from .detectors.base import ModelFileError
 from .images import ImageError, load_image
@@ -261,9 +262,17 @@ def _task_descriptions(task: str, config: LabConfig) -> dict[str, str]:
     }[task]
 
 
-def _evaluate(scores: pd.DataFrame, thresholds: dict, config: LabConfig) -> dict:
-    return metrics.evaluate_levels(scores[["video", "label", "score"]], thresholds=thresholds,
-                                   n_boot=config.n_boot, seed=config.seed)
+def _evaluate(scores: pd.DataFrame, valid_scores: pd.DataFrame, config: LabConfig) -> dict:
+    """Metrics of every level at the thresholds chosen on ``valid_scores``, plus frame-level
+    calibration (Brier, ECE) raw and with calibrators fitted on ``valid_scores``."""
+    result = metrics.evaluate_levels(scores[["video", "label", "score"]], thresholds=level_thresholds(valid_scores),
+                                     n_boot=config.n_boot, seed=config.seed)
+    try:
+        result["calibration"] = calibration_summary(valid_scores["label"], valid_scores["score"],
+                                                    scores["label"], scores["score"])
+    except CalibrationError as err:
+        warn(f"calibration not measured ({err})")
+    return result
 
 
 def _run_detector(name, config, manifests, out, scores_file, valid_file, results):
@@ -272,17 +281,23 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
                                models / "task1", f"{Path(config.task1).name}/development")
     valid_scores = score_manifest(detector, manifests["task1_valid"], scores_file=valid_file, task="task1",
                                   detector_name=name, split="development-validation")
-    thresholds = level_thresholds(valid_scores)
     task1 = score_manifest(detector, manifests["task1_eval"], scores_file=scores_file, task="task1",
                            detector_name=name, split="evaluation")
-    results["task1"][name] = _evaluate(task1, thresholds, config)
+    results["task1"][name] = _evaluate(task1, valid_scores, config)
+    if hasattr(detector, "self_blend_examples"):
+        reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
+        examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
+                                                out / "plots" / f"self_blended_{name}.png")
+        if examples is not None:
+            results["task1"][name]["figures"] = [{"path": str(examples.relative_to(out)),
+                                                  "caption": f"{name}: self-blended training examples"}]
     if getattr(detector, "pair_accuracy_", None) is not None:
         results["task1"][name]["pair_accuracy"] = float(detector.pair_accuracy_)
     if "task23_eval" not in manifests:
         return
     task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",
                            detector_name=name, split="evaluation")
-    results["task2"][name] = _evaluate(task2, thresholds, config)
+    results["task2"][name] = _evaluate(task2, valid_scores, config)
     if not config.task3 or "task23_train" not in manifests:
         return
     train = pd.concat([manifests["task1_train"], manifests["task23_train"]], ignore_index=True)
@@ -294,7 +309,7 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
                                  detector_name=name, split="development-validation")
     task3 = score_manifest(task3_detector, manifests["task23_eval"], scores_file=scores_file, task="task3",
                            detector_name=name, split="evaluation")
-    results["task3"][name] = _evaluate(task3, level_thresholds(task3_valid), config)
+    results["task3"][name] = _evaluate(task3, task3_valid, config)
 
 
 def skipped_files(scores: pd.DataFrame) -> list[dict]:

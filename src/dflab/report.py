@@ -625,6 +625,30 @@ def _task_figures_html(record: Mapping[str, Any]) -> str:
     return "<div class=\"figures\">\n" + "\n".join(figures) + "\n</div>" if figures else ""
 
 
+#: Calibration columns: what was measured, how it is labelled.
+CALIBRATION_COLUMNS = (("raw", "as scored"), ("platt", "Platt"), ("isotonic", "isotonic"))
+CALIBRATION_NOTE = ("Frame level. Brier score (0 is perfect, 0.25 a coin toss) and expected calibration error "
+                    "(15 equal-width bins) of P(fake): as the detector scored it, and after Platt scaling or "
+                    "isotonic regression fitted on the development (validation) scores of the model.")
+
+
+def _calibration_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["Detector", "AUC"]
+    for _, label in CALIBRATION_COLUMNS:
+        header += [f"Brier ({label})", f"ECE ({label})"]
+    rows: list[list[str]] = []
+    for name, entry in _detector_entries(task_metrics):
+        calibration = entry.get("calibration")
+        if _error_of(entry) is not None or not calibration:
+            continue
+        row = [name, format_metric((entry.get("frame") or {}).get("auc"))]
+        for key, _ in CALIBRATION_COLUMNS:
+            measured = calibration.get(key) or {}
+            row += [format_metric(measured.get("brier")), format_metric(measured.get("ece"))]
+        rows.append(row)
+    return header, rows
+
+
 def _render_html(metrics: Mapping[str, Any], plots: Mapping[str, Any],
                  plots_extra: Mapping[str, Any] | None = None) -> str:
     plots_extra = plots_extra or {}
@@ -679,11 +703,20 @@ def _render_html(metrics: Mapping[str, Any], plots: Mapping[str, Any],
             if rows:
                 parts.append("<h3>At the threshold chosen on development data</h3>")
                 parts.append(_html_table(header, rows))
+            header, rows = _calibration_table(task_metrics)
+            if rows:
+                parts.append(f"<h3>Calibration</h3><p>{_esc(CALIBRATION_NOTE)}</p>")
+                parts.append(_html_table(header, rows))
         else:
             parts.append("<p>No metrics for this task.</p>")
         parts.append(_task_figures_html(record))
         if record.get("notes"):
             parts.append("<ul class=\"notes\">" + "".join(f"<li>{_esc(n)}</li>" for n in record["notes"]) + "</ul>")
+
+    if plots_extra.get("detector_figures"):
+        parts.append("<h2>Training examples</h2><div class=\"figures\">")
+        parts.extend(_embedded_png(path, caption) for path, caption in plots_extra["detector_figures"])
+        parts.append("</div>")
 
     robustness = metrics.get("robustness")
     if robustness:
@@ -787,6 +820,9 @@ def _render_markdown(metrics: Mapping[str, Any], plots: Mapping[str, Any], out_d
             header, rows = _threshold_table(task_metrics)
             if rows:
                 lines += ["### At the threshold chosen on development data", "", _md_table(header, rows), ""]
+            header, rows = _calibration_table(task_metrics)
+            if rows:
+                lines += ["### Calibration", "", CALIBRATION_NOTE, "", _md_table(header, rows), ""]
         else:
             lines += ["No metrics for this task.", ""]
         for key, caption in (("roc", "ROC, frame level"), ("roc_video", "ROC, video level (mean probability)")):
@@ -799,6 +835,11 @@ def _render_markdown(metrics: Mapping[str, Any], plots: Mapping[str, Any], out_d
                 lines += [_md_image(png, out_dir, f"{task} score histogram {_md_cell(detector)}"), ""]
         if record.get("notes"):
             lines += [f"- _{_md_cell(n)}_" for n in record["notes"]] + [""]
+
+    if plots_extra.get("detector_figures"):
+        lines += ["## Training examples", ""]
+        for path, caption in plots_extra["detector_figures"]:
+            lines += [_md_image(path, out_dir, caption), ""]
 
     robustness = metrics.get("robustness")
     if robustness:
@@ -839,6 +880,12 @@ def write_report(out_dir: str | Path, scores: pd.DataFrame, metrics: Mapping[str
     plots_dir = out / "plots"
     plots = write_plots(scores, metrics, plots_dir)
     plots_extra = {}
+    figures = [(out / figure["path"], figure.get("caption", ""))
+               for task in (metrics.get("tasks") or {}).values()
+               for entry in (task.get("detectors") or {}).values() if isinstance(entry, Mapping)
+               for figure in entry.get("figures") or [] if (out / figure["path"]).exists()]
+    if figures:
+        plots_extra["detector_figures"] = figures
     if metrics.get("robustness"):
         plots_extra["robustness"] = save_figure(plot_robustness(metrics["robustness"]), plots_dir / "robustness")
     html_path = out / "report.html"

@@ -41,10 +41,16 @@ class WeightFile:
     converter: str
     #: The detector that uses these weights.
     detector: str = ""
+    #: Sub-folder of :func:`weights_dir` the file is kept in ("" = the folder itself).
+    folder: str = ""
 
     @property
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.folder}/{self.filename}" if self.folder else self.filename
 
 
 _ICPR_BUCKET = "https://f002.backblazeb2.com/file/icpr2020"
@@ -81,8 +87,16 @@ def _icpr_table() -> dict[str, WeightFile]:
     return table
 
 
+#: BlazeFace front model in PyTorch (hollance/BlazeFace-PyTorch, converted from MediaPipe). The hash is
+#: that of the copy in ../shared/weights/blazeface (no internet here to compare with the live file).
+_BLAZEFACE = WeightFile(
+    name="blazeface", url="https://github.com/hollance/BlazeFace-PyTorch/raw/master/blazeface.pth",
+    sha256="54ecff653feaaaf1f7d44b6aff28fd2fc50e483a4e847563b6dd261369c43ba4",
+    description="BlazeFace front-camera face detector (128x128), PyTorch state_dict", licence="Apache-2.0",
+    converter="", detector="face detector `blazeface`", folder="blazeface")
+
 #: Every weight file dflab knows, by name.
-WEIGHTS: dict[str, WeightFile] = dict(sorted(_icpr_table().items()))
+WEIGHTS: dict[str, WeightFile] = dict(sorted({**_icpr_table(), _BLAZEFACE.name: _BLAZEFACE}.items()))
 
 
 def weights_dir() -> Path:
@@ -105,7 +119,7 @@ def sha256_file(path: str | Path) -> str:
 
 def local_path(name: str) -> Path:
     """Where :func:`fetch` puts (or has put) the named weights by default."""
-    return weights_dir() / get(name).filename
+    return weights_dir() / get(name).relative_path
 
 
 def fetch(name: str, dest: str | Path | None = None, url_override: str | None = None, *,
@@ -115,8 +129,11 @@ def fetch(name: str, dest: str | Path | None = None, url_override: str | None = 
     again. ``url_override`` fetches the same file from elsewhere (a mirror, a ``file://`` URL)."""
     entry = get(name)
     url = url_override or entry.url
-    dest = Path(dest) if dest is not None else weights_dir()
-    target = dest / entry.filename if (dest.is_dir() or dest.suffix == "") else dest
+    if dest is None:
+        target = local_path(name)
+    else:
+        dest = Path(dest)
+        target = dest / entry.filename if (dest.is_dir() or dest.suffix == "") else dest
     if target.exists() and entry.sha256 and sha256_file(target) == entry.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -127,22 +127,30 @@ class Augmentation:
 
 class ImageDataset(Dataset):
     """Sources -> ``(tensor, label, error)``; ``error`` is "" or the reason the image is unusable
-    (the tensor is then zeros), so a bad file never stops a batch and the caller decides."""
+    (the tensor is then zeros), so a bad file never stops a batch and the caller decides.
+
+    ``faces`` + ``crop_scale``: the crop policy of :mod:`dflab.framing` (one face location or None
+    per source). ``blend``: per item, whether to self-blend it (:func:`dflab.sbi.self_blend`, with
+    the face's landmarks when known) into a pseudo-fake; new blends every epoch."""
 
     def __init__(self, sources: Sequence[ImageLike], labels: Sequence[int] | None = None, *, input_size: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 augmentation: Augmentation | None = None, seed: int = 0):
+                 augmentation: Augmentation | None = None, seed: int = 0, faces: Sequence[Any] | None = None,
+                 crop_scale: float | None = None, blend: Sequence[bool] | None = None):
         self.sources = list(sources)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.input_size, self.mean, self.std = int(input_size), tuple(mean), tuple(std)
         self.augmentation, self.seed, self.epoch = augmentation, int(seed), 0
+        self.faces, self.crop_scale = faces, crop_scale
+        self.blend = None if blend is None else np.asarray(blend, dtype=bool)
         #: Raw items are uint8 (H, W, 3) tensors, normalised a whole batch at a time by
         #: :func:`normalise_batch` (inference: no per-image float work, no layout copy).
         self.raw = False
 
     def as_raw(self) -> "ImageDataset":
         raw = ImageDataset(self.sources, self.labels, input_size=self.input_size, mean=self.mean, std=self.std,
-                           augmentation=self.augmentation, seed=self.seed)
+                           augmentation=self.augmentation, seed=self.seed, faces=self.faces,
+                           crop_scale=self.crop_scale, blend=self.blend)
         raw.epoch, raw.raw = self.epoch, True
         return raw
 
@@ -152,10 +160,28 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sources)
 
+    def _image(self, index: int) -> np.ndarray:
+        image = load_image(self.sources[index])
+        landmarks = None
+        if self.faces is not None:
+            from ..framing import reframe
+
+            image, landmarks = reframe(image, self.faces[index], self.crop_scale)
+        if landmarks is not None:
+            landmarks = landmarks * np.array([self.input_size / image.shape[1], self.input_size / image.shape[0]],
+                                             dtype=np.float32)
+        image = resize_square(image, self.input_size)
+        if self.blend is not None and self.blend[index]:
+            from ..sbi import self_blend
+
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            image = self_blend(image, rng, landmarks=landmarks)[0]
+        return image
+
     def __getitem__(self, index: int):
         label = float(self.labels[index]) if self.labels is not None else -1.0
         try:
-            image = resize_square(load_image(self.sources[index]), self.input_size)
+            image = self._image(index)
         except ImageError as err:
             if self.raw:
                 return torch.zeros(self.input_size, self.input_size, 3, dtype=torch.uint8), label, str(err)
@@ -671,14 +697,61 @@ class TorchDetector(Detector):
     def _device(self) -> torch.device:
         return resolve_device(getattr(self, "device", "auto"))
 
-    def _dataset(self, sources, labels=None, *, train: bool = False) -> ImageDataset:
+    def _faces(self, sources) -> list | None:
+        """Face locations for the crop policy and self-blend masks (None when neither is used)."""
+        if not getattr(self, "crop_scale", None) and getattr(self, "self_blend", "off") == "off":
+            return None
+        from ..framing import locate_faces
+
+        return locate_faces(sources, description=f"{self.name}: locating faces")
+
+    def _dataset(self, sources, labels=None, *, train: bool = False, blend=None, faces=None) -> ImageDataset:
+        if faces is None:
+            faces = self._faces(sources)
         return ImageDataset(sources, labels, input_size=self.input_size, mean=self.mean, std=self.std,
-                            augmentation=Augmentation() if (train and self.augment) else None, seed=self.seed)
+                            augmentation=Augmentation() if (train and self.augment) else None, seed=self.seed,
+                            faces=faces, crop_scale=getattr(self, "crop_scale", None), blend=blend)
+
+    def _training_set(self, train) -> ImageDataset:
+        """The training images; with ``self_blend`` "only" every real image also appears self-blended
+        as a fake (the real fakes are left out), with "mix" the real fakes stay too."""
+        sources, labels, _ = as_training_set(train)
+        mode = getattr(self, "self_blend", "off")
+        if mode not in ("off", "only", "mix"):
+            raise ValueError(f"self_blend must be 'off', 'only' or 'mix', not {mode!r}")
+        if mode == "off":
+            if len(np.unique(labels)) < 2:
+                raise ValueError(f"{self.name}: training data needs both real and fake images")
+            return self._dataset(sources, labels, train=True)
+        real = np.flatnonzero(labels == 0)
+        if len(real) == 0:
+            raise ValueError(f"{self.name}: self-blended training needs real images")
+        fake = np.flatnonzero(labels == 1) if mode == "mix" else np.zeros(0, dtype=np.int64)
+        order = np.concatenate([real, real, fake])
+        faces = self._faces(sources)
+        return self._dataset([sources[i] for i in order], np.r_[np.zeros(len(real)), np.ones(len(real) + len(fake))],
+                             train=True, blend=np.r_[np.zeros(len(real), bool), np.ones(len(real), bool),
+                                                     np.zeros(len(fake), bool)],
+                             faces=[faces[i] for i in order])
+
+    def self_blend_examples(self, sources, out_path, *, n: int = 4) -> Path | None:
+        """A PNG grid of self-blended examples (real | blend | mask) of the first ``n`` sources, as
+        this detector makes them in training (same framing and masks); None when self_blend is off."""
+        if getattr(self, "self_blend", "off") == "off":
+            return None
+        from ..framing import reframe
+        from ..sbi import sbi_grid
+
+        sources = list(sources)[:n]
+        images, landmarks = [], []
+        for source, face in zip(sources, self._faces(sources)):
+            image, points = reframe(load_image(source), face, getattr(self, "crop_scale", None))
+            images.append(image)
+            landmarks.append(points)
+        return sbi_grid(images, out_path, seed=self.seed, landmarks=landmarks)
 
     def fit(self, train, *, valid=None):
-        sources, labels, _ = as_training_set(train)
-        if len(np.unique(labels)) < 2:
-            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        train_set = self._training_set(train)
         valid_set = None
         if valid is not None:
             valid_sources, valid_labels, _ = as_training_set(valid)
@@ -691,7 +764,7 @@ class TorchDetector(Detector):
                                  patience=self.patience, seed=self.seed, workers=self.workers,
                                  checkpoint_dir=self.checkpoint_dir)
         model.to(device)
-        self.training_ = train_binary(model, self._dataset(sources, labels, train=True), valid_set, settings,
+        self.training_ = train_binary(model, train_set, valid_set, settings,
                                       device=device, parameters=self.trainable_parameters(model),
                                       fingerprint=self.fingerprint(), name=self.name)
         self.model_ = model
