@@ -25,3 +25,14 @@ def require_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"../shared not present ({path} missing): real-data test skipped")
     return path
+
+
+def shared_task1_subsample(train_frames: int = 3, test_frames: int = 2):
+    """(train, test): the first frames of every video of ../shared Task_1 development / evaluation
+    (skips without ../shared)."""
+    from dflab import data
+
+    root = require_shared("datasets", "Task_1")
+    development, evaluation = data.scan(root / "development"), data.scan(root / "evaluation")
+    return (development.groupby("video").head(train_frames).reset_index(drop=True),
+            evaluation.groupby("video").head(test_frames).reset_index(drop=True))

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from dflab.detectors import create, load_detector
 from dflab.detectors.ela import ELAFeatures, ela_image, ela_map, jpeg_roundtrip, map_statistics
 
-from .conftest import require_shared
+from .conftest import shared_task1_subsample
 
 
 def reference_ela_features(image, qualities, grid, color):
@@ -130,12 +130,7 @@ def test_round_trip_and_explain(generated, tmp_path):
 
 @pytest.mark.shared
 def test_shared_task1_subsample(tmp_path):
-    from dflab import data
-
-    root = require_shared("datasets", "Task_1")
-    development, evaluation = data.scan(root / "development"), data.scan(root / "evaluation")
-    train = development.groupby("video").head(3).reset_index(drop=True)
-    test = evaluation.groupby("video").head(2).reset_index(drop=True)
+    train, test = shared_task1_subsample(train_frames=3, test_frames=2)
     detector = create("ela-gb", workers=1, cache_dir=str(tmp_path)).fit(train)
     scores = detector.predict_proba(test)
     # 0.96 frame AUC with all of Task_1/development; 3 frames per video still separate well.

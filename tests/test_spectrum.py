@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from dflab.detectors import create, load_detector
 from dflab.detectors.spectrum import EPSILON, SpectrumFeatures, azimuthal_average, resample_profile
 
-from .conftest import require_shared
+from .conftest import shared_task1_subsample
 
 
 def reference_azimuthal_average(gray: np.ndarray) -> np.ndarray:
@@ -116,12 +116,7 @@ def test_detects_upsampling_with_calibrated_scores_and_round_trips(generated, tm
 
 @pytest.mark.shared
 def test_shared_task1_subsample(tmp_path):
-    from dflab import data
-
-    root = require_shared("datasets", "Task_1")
-    development, evaluation = data.scan(root / "development"), data.scan(root / "evaluation")
-    train = development.groupby("video").head(3).reset_index(drop=True)
-    test = evaluation.groupby("video").head(2).reset_index(drop=True)
+    train, test = shared_task1_subsample(train_frames=3, test_frames=2)
     detector = create("spectrum-logreg", workers=1, cache_dir=str(tmp_path)).fit(train)
     scores = detector.predict_proba(test)
     assert np.isfinite(scores).all()
