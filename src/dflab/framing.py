@@ -80,7 +80,8 @@ class FaceLocation:
 def locate_faces(sources: Sequence[ImageLike], *, workers: int | None = None, cache_dir=True,
                  locator: FaceLocator = FaceLocator(), description: str = "locating faces"
                  ) -> list[FaceLocation | None]:
-    """The largest face of each source (None where none is found or the file is unusable)."""
+    """The largest face of each source (None where none is found or the file is unusable).
+    ``cache_dir``: True = dflab's feature cache, a path, or False/None for no cache."""
     result = extract(sources, locator, workers=workers, cache_dir=cache_dir, description=description)
     located: list[FaceLocation | None] = []
     for values in result.features:

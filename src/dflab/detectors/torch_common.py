@@ -31,8 +31,10 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..framing import locate_faces, reframe
 from ..images import ImageError, ImageLike, load_image, source_name
 from ..progress import info, progress_bar, warn
+from ..sbi import sbi_grid, self_blend
 from .base import Detector, as_sources, as_training_set
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,16 +166,12 @@ class ImageDataset(Dataset):
         image = load_image(self.sources[index])
         landmarks = None
         if self.faces is not None:
-            from ..framing import reframe
-
             image, landmarks = reframe(image, self.faces[index], self.crop_scale)
         if landmarks is not None:
             landmarks = landmarks * np.array([self.input_size / image.shape[1], self.input_size / image.shape[0]],
                                              dtype=np.float32)
         image = resize_square(image, self.input_size)
         if self.blend is not None and self.blend[index]:
-            from ..sbi import self_blend
-
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             image = self_blend(image, rng, landmarks=landmarks)[0]
         return image
@@ -701,8 +699,6 @@ class TorchDetector(Detector):
         """Face locations for the crop policy and self-blend masks (None when neither is used)."""
         if not getattr(self, "crop_scale", None) and getattr(self, "self_blend", "off") == "off":
             return None
-        from ..framing import locate_faces
-
         return locate_faces(sources, description=f"{self.name}: locating faces")
 
     def _dataset(self, sources, labels=None, *, train: bool = False, blend=None, faces=None) -> ImageDataset:
@@ -739,9 +735,6 @@ class TorchDetector(Detector):
         this detector makes them in training (same framing and masks); None when self_blend is off."""
         if getattr(self, "self_blend", "off") == "off":
             return None
-        from ..framing import reframe
-        from ..sbi import sbi_grid
-
         sources = list(sources)[:n]
         images, landmarks = [], []
         for source, face in zip(sources, self._faces(sources)):
