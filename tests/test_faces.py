@@ -168,6 +168,25 @@ def test_mtcnn_and_blazeface_agree_on_the_face():
     assert box_iou(np.array([a.box]), np.array([b.box]))[0, 0] > 0.4
 
 
+def test_blazeface_shrinking_large_frames_keeps_the_detections(monkeypatch):
+    # A 1080p frame is shrunk 8x once (whole-factor area resampling) before tiling, instead of
+    # area-resizing each 1080x1080 tile: the faces found must be the same.
+    need_shared(FFPP, BLAZEFACE_DIR)
+    from dflab.faces import BlazeFaceDetector
+
+    detector = BlazeFaceDetector(BLAZEFACE_DIR / "blazeface.pth")
+    frames = [f.image for f in clip_frames(FFPP / "fake" / "750_743.mp4")[:4]]
+    assert detector._shrink(frames[0])[1] == 8
+    shrunk = detector.detect_batch(frames)
+    monkeypatch.setattr(detector, "_shrink", lambda image: (image, 1))
+    full = detector.detect_batch(frames)
+    for a, b in zip(shrunk, full):
+        best_a = max(a, key=lambda f: f.score)
+        best_b = max(b, key=lambda f: f.score)
+        assert box_iou(np.array([best_a.box]), np.array([best_b.box]))[0, 0] > 0.9
+        assert np.abs(best_a.landmarks - best_b.landmarks).max() < 12  # pixels in a 1920x1080 frame
+
+
 # -- extraction -----------------------------------------------------------------------------------
 
 class CountingDetector(FaceDetector):

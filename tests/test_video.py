@@ -97,6 +97,40 @@ def test_seeking_returns_exactly_the_frames_a_full_decode_gives(tmp_path):
         assert abs(float(frame.image.mean()) - frame.index * STEP % 256) < 2  # and it is the frame asked for
 
 
+def _decoded_indices(monkeypatch) -> list[int]:
+    """Records the index of every frame the sampler's decoder produces."""
+    import dflab.video as video
+
+    seen: list[int] = []
+    generate = video._Decoder._generate
+
+    def counting(self):
+        for frame in generate(self):
+            seen.append(self.index_of_pts(frame.pts))
+            yield frame
+
+    monkeypatch.setattr(video._Decoder, "_generate", counting)
+    return seen
+
+
+@pytest.mark.parametrize("source", ["generated", "ffpp"])
+def test_sampling_decodes_no_frame_twice_and_skips_unreferenced_ones(tmp_path, monkeypatch, source):
+    # MP4 indexes keyframes by decoding time, which runs ahead of display time when there are B-frames;
+    # read naively, every seek lands one GOP early and decodes it again.
+    if source == "ffpp":
+        if not FFPP.is_dir():
+            pytest.skip(f"{FFPP} not present (../shared holds the FF++ clips)")
+        path = FFPP / "real" / "004.mp4"
+    else:
+        path = make_video(tmp_path / "long.mp4", n=300, gop=30, options={"movflags": "faststart"})
+    total = probe(path).frames
+    seen = _decoded_indices(monkeypatch)
+    frames = sample_frames(path, 32)
+    assert [f.index for f in frames] == even_indices(total, 32).tolist()
+    assert len(seen) == len(set(seen)), "a frame was decoded twice"
+    assert len(seen) < 0.8 * total  # unreferenced frames between samples are skipped
+
+
 def test_matroska_without_frame_count(tmp_path):
     path = make_video(tmp_path / "clip.mkv", n=30)
     info = probe(path)

@@ -260,6 +260,9 @@ class BlazeFaceDetector(FaceDetector):
 
     name = "blazeface"
     INPUT = 128
+    #: Tiles per forward pass. Measured on 2 CPU cores: 96 tiles take 0.46 s in one pass and 0.25 s
+    #: in passes of 16, whose activations stay in cache.
+    BATCH = 16
 
     def __init__(self, weights: str | os.PathLike | None = None, *, anchors: str | os.PathLike | None = None,
                  min_score: float = 0.75, nms_iou: float = 0.3, device: str | None = None):
@@ -304,10 +307,15 @@ class BlazeFaceDetector(FaceDetector):
     def _raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        boxes, scores = [], []
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            boxes, scores = self.net(x)
-        return boxes.cpu().numpy(), scores.cpu().numpy()[..., 0]
+            for start in range(0, len(batch), self.BATCH):
+                # permute keeps the NHWC bytes: the network runs channels-last, its faster layout here.
+                x = torch.from_numpy(batch[start:start + self.BATCH]).to(self.device).permute(0, 3, 1, 2)
+                chunk_boxes, chunk_scores = self.net(x.float() / 127.5 - 1.0)
+                boxes.append(chunk_boxes.cpu().numpy())
+                scores.append(chunk_scores.cpu().numpy()[..., 0])
+        return np.concatenate(boxes), np.concatenate(scores)
 
     def _decode(self, raw: np.ndarray) -> np.ndarray:
         """Raw regressions -> normalised [x0, y0, x1, y1, 6 landmark (x, y)] per anchor."""
@@ -324,13 +332,29 @@ class BlazeFaceDetector(FaceDetector):
         out[..., 5::2] = raw[..., 5::2] / scale * a[:, 3:4] + a[:, 1:2]
         return out
 
+    def _shrink(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """The frame shrunk by the largest whole factor that keeps its short side >= the input size.
+
+        OpenCV's area resampling has a fast path for whole factors: shrinking a 1080p frame once
+        this way and then each small tile costs about a sixth of area-resizing every full-size tile.
+        The last ``factor - 1`` rows and columns at most are dropped.
+        """
+        height, width = image.shape[:2]
+        factor = min(height, width) // self.INPUT
+        if factor < 2:
+            return image, 1
+        small_h, small_w = height // factor, width // factor
+        whole = image[:small_h * factor, :small_w * factor]
+        return cv2.resize(whole, (small_w, small_h), interpolation=cv2.INTER_AREA), factor
+
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         inputs, owners = [], []
         for i, image in enumerate(images):
-            for x0, y0, side in self.tiles(*image.shape[:2]):
-                tile = image[y0:y0 + side, x0:x0 + side]
+            small, factor = self._shrink(image)
+            for x0, y0, side in self.tiles(*small.shape[:2]):
+                tile = small[y0:y0 + side, x0:x0 + side]
                 inputs.append(cv2.resize(tile, (self.INPUT, self.INPUT), interpolation=cv2.INTER_AREA))
-                owners.append((i, x0, y0, side))
+                owners.append((i, x0 * factor, y0 * factor, side * factor))
         results: list[list[Face]] = [[] for _ in images]
         if not inputs:
             return results

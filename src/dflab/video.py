@@ -8,13 +8,15 @@ one line ``<path>: <reason>``, so batch stages can record it and go on.
 Sampling seeks instead of decoding every frame when that saves work: the container's index says
 where the keyframes are, and a seek is made only when the next wanted frame lies past a keyframe
 that is ahead of the decoder. Between wanted frames, frames that no other frame refers to are not
-decoded at all (``skip_frame=NONREF``), which roughly halves decoding time on H.264.
+decoded at all (``skip_frame=NONREF``), which roughly halves decoding time on H.264. (When a wanted
+index has no frame of its own, as in variable-frame-rate files, the next decoded frame serves it.)
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,10 +31,6 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", "
 #: Decode every frame instead of seeking when fewer than this many frames lie between two samples.
 SEQUENTIAL_STRIDE = 4
 
-#: A packet that decodes to a frame this many or more frames before the next wanted one is not decoded
-#: when no other frame refers to it. The decision is made per packet from the packet's own timestamp
-#: (the decoder copies ``skip_frame`` when the packet is submitted), so a wanted frame is never skipped.
-SKIP_MARGIN = 1
 
 
 class VideoError(ValueError):
@@ -234,7 +232,7 @@ class _Decoder:
         self.start = _start_pts(stream)
         self.codec = stream.codec_context
         self._frames: Iterator | None = None
-        self.next_wanted = 0
+        self.wanted: frozenset[int] = frozenset()  # indices that must be decoded even if unreferenced
         self.last_index = -1
         self.counter = 0  # frames seen since the last seek (for streams without timestamps)
         self.allow_skip = True  # off when frames are counted, since skipped frames would not be
@@ -253,8 +251,12 @@ class _Decoder:
     def _generate(self):
         for packet in self.container.demux(self.stream):
             if self.allow_skip and packet.pts is not None:
-                ahead = self.next_wanted - self.index_of_pts(packet.pts)
-                self.codec.skip_frame = "NONREF" if ahead >= SKIP_MARGIN else "DEFAULT"
+                # Decided per packet from its own display timestamp (the decoder copies skip_frame when
+                # the packet is submitted), so only wanted frames and the frames others refer to are
+                # decoded. Deciding from "the next wanted one and everything after" decoded a few
+                # frames past every target, since the decoder runs several packets ahead.
+                wanted = self.index_of_pts(packet.pts) in self.wanted
+                self.codec.skip_frame = "DEFAULT" if wanted else "NONREF"
             for frame in packet.decode():
                 yield frame
         self.codec.skip_frame = "DEFAULT"
@@ -272,10 +274,19 @@ class _Decoder:
 
 
 def _keyframe_indices(decoder: _Decoder) -> list[int] | None:
-    """Indices of keyframes from the container's packet index (MP4/MOV have one); None if unknown."""
+    """Display indices of keyframes from the container's packet index (MP4/MOV have one); None if unknown.
+
+    The index holds decoding timestamps, which run ahead of display timestamps by the B-frame delay
+    (FF++'s x264 clips: the keyframe shown as frame 250 is stored at DTS frame 248), while seeking
+    goes by display timestamp. Taking the index at face value made every seek land one GOP early and
+    decode it again, so the index is shifted to start where the stream's first frame is shown.
+    """
     try:
         entries = decoder.stream.index_entries
-        keys = sorted({decoder.index_of_pts(e.timestamp) for e in entries if e.is_keyframe})
+        if not entries:
+            return None
+        delay = max(0, decoder.start - min(e.timestamp for e in entries))
+        keys = sorted({decoder.index_of_pts(e.timestamp + delay) for e in entries if e.is_keyframe})
     except (AttributeError, TypeError, ValueError):
         return None
     return keys or None
@@ -305,19 +316,21 @@ def sample_frames(path: str | os.PathLike, n: int = 32) -> list[Frame]:
         targets = even_indices(total, n).tolist() if total else list(range(n))
         sequential = total == 0 or total < SEQUENTIAL_STRIDE * len(targets) or stream.start_time is None
         decoder.allow_skip = not sequential
+        decoder.wanted = frozenset(targets)
         keyframes = None if sequential else _keyframe_indices(decoder)
-        try:
-            frames = _collect(decoder, targets, sequential, keyframes)
-        except av.error.FFmpegError as err:
-            raise VideoError(path, f"cannot decode video ({_reason(err)})") from None
-        if not frames:
-            raise VideoError(path, "no decodable video frame (file truncated or corrupt?)")
-        rotation = _rotation_of(stream, frames[0][2])
-        out = []
-        for index, timestamp, frame in frames:
-            image = rotate_for_display(frame.to_ndarray(format="rgb24"), rotation)
-            out.append(Frame(index=index, timestamp=timestamp, image=image))
-        return out
+        # The RGB conversion (swscale, GIL released) of each found frame runs on a second thread while
+        # decoding goes on: the decoder's own threads leave about a third of two cores idle.
+        with ThreadPoolExecutor(max_workers=1) as converter:
+            try:
+                frames = _collect(decoder, targets, sequential, keyframes,
+                                  convert=lambda frame: converter.submit(frame.to_ndarray, format="rgb24"))
+            except av.error.FFmpegError as err:
+                raise VideoError(path, f"cannot decode video ({_reason(err)})") from None
+            if not frames:
+                raise VideoError(path, "no decodable video frame (file truncated or corrupt?)")
+            rotation = _rotation_of(stream, frames[0][2])
+            return [Frame(index=index, timestamp=timestamp, image=rotate_for_display(rgb.result(), rotation))
+                    for index, timestamp, _frame, rgb in frames]
     finally:
         container.close()
 
@@ -331,15 +344,15 @@ def _count_packets(container, stream) -> int:
         return 0
 
 
-def _collect(decoder: _Decoder, targets: list[int], sequential: bool, keyframes: list[int] | None):
-    """Decode the wanted frames: (index, timestamp, av.VideoFrame) in order, one per target at most."""
+def _collect(decoder: _Decoder, targets: list[int], sequential: bool, keyframes: list[int] | None, convert):
+    """Decode the wanted frames: (index, timestamp, av.VideoFrame, convert(frame)) in order, one per
+    target at most."""
     import av
 
     found: list = []
     remaining = list(targets)
     while remaining:
         target = remaining[0]
-        decoder.next_wanted = target
         if not sequential and _should_seek(decoder, target, keyframes):
             decoder.seek(target)
         got = None
@@ -363,7 +376,7 @@ def _collect(decoder: _Decoder, targets: list[int], sequential: bool, keyframes:
             timestamp = float((frame.pts - decoder.start) * decoder.time_base)
         else:
             timestamp = index / decoder.fps
-        found.append((index, max(0.0, timestamp), frame))
+        found.append((index, max(0.0, timestamp), frame, convert(frame)))
         # Targets already passed (a seek landed late or frames were missing) are served by this frame.
         remaining = [t for t in remaining if t > index]
     return found
