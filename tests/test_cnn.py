@@ -46,6 +46,19 @@ def test_lite0_wheel_weights_map_onto_timm_and_recognise_photos():
     assert top[1] in (967, 968, 504), f"coffee (a cup) came out as ImageNet class {top[1]}"
 
 
+@pytest.mark.parametrize("count, size", [(4, 224), (3, 299), (1, 7)])
+def test_batch_normalisation_matches_the_per_image_one(count, size):
+    # normalise_batch tiles the channel constants over rows of up to 16 pixels: any batch and size.
+    rng = np.random.default_rng(size)
+    images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
+    mean, std = (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)
+    batch = torch_common.normalise_batch(torch.from_numpy(np.stack(images)), mean, std)
+    expected = torch.stack([torch_common.to_tensor(image, mean, std) for image in images])
+    assert batch.shape == expected.shape
+    assert torch.allclose(batch, expected, atol=1e-5)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_mapping_refuses_a_shape_mismatch():
     import timm
 

@@ -47,6 +47,10 @@ def test_lab_end_to_end(tiny_lab, tmp_path):
     # The synthetic manipulation of Task 1 is easy to learn: Task 1 must be well above chance.
     assert result["tasks"]["task1"]["detectors"]["ela-logreg"]["frame"]["auc"] > 0.75
 
+    # Task 3 selects its model on the target database's validation part only.
+    task3_info = json.loads((out / "models" / "ela-logreg" / "task3" / "config.json").read_text())["info"]
+    assert task3_info["n_valid"] == len(pd.read_csv(out / "manifests" / "task23_valid.csv"))
+
     scores = pd.read_csv(out / "scores.csv")
     assert set(scores["task"]) == {"task1", "task2", "task3"}
     n_t1_eval = len(list((tiny_lab / "Task_1" / "evaluation").rglob("*.png")))

@@ -301,7 +301,9 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
     if not config.task3 or "task23_train" not in manifests:
         return
     train = pd.concat([manifests["task1_train"], manifests["task23_train"]], ignore_index=True)
-    valid = pd.concat([manifests["task1_valid"], manifests["task23_valid"]], ignore_index=True)
+    # Model selection (early stopping, stacking) on the target database's validation part only: Task 3
+    # is judged on that database, and the easy Task 1 validation frames would dominate a pooled AUC.
+    valid = manifests["task23_valid"]
     task3_detector = train_or_resume(name, config, train, valid, models / "task3",
                                      f"{Path(config.task1).name}/development + {Path(config.task23).name}/development")
     # The threshold comes from the target database's own development (validation) data.

@@ -198,7 +198,13 @@ def normalise_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     :func:`to_tensor` (to float32 rounding), in one multiply-add over the whole batch."""
     std_ = torch.tensor(std, dtype=torch.float32)
     scale, offset = 1.0 / (255.0 * std_), torch.tensor(mean, dtype=torch.float32) / std_
-    return images.float().mul_(scale).sub_(offset).permute(0, 3, 1, 2)
+    # Broadcasting a 3-vector over the last dimension vectorises poorly (27 ms for 32 images of 256 px
+    # on 2 cores); rows of 16 pixels with the 3-vector tiled to 48 take 8 ms.
+    n, height, width, channels = images.shape
+    pixels_per_row = math.gcd(n * height * width, 16)
+    rows = images.reshape(-1, pixels_per_row * channels).float()
+    rows.mul_(scale.repeat(pixels_per_row)).sub_(offset.repeat(pixels_per_row))
+    return rows.view(n, height, width, channels).permute(0, 3, 1, 2)
 
 
 def make_loader(dataset: ImageDataset, *, batch_size: int, shuffle: bool = False, workers: int | None = 0,
