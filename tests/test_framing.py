@@ -113,3 +113,22 @@ def test_self_blended_training_learns_to_spot_blends_and_round_trips(tmp_path):
     reloaded = load_detector(tmp_path / "sbi")
     assert reloaded.crop_scale == 0.7 and reloaded.self_blend == "only"
     np.testing.assert_allclose(reloaded.predict_proba(held_out + blends), scores, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_map_covers_the_framed_region_only():
+    # An -autoatt detector that frames faces explains the region it scores, placed in the photo.
+    from dflab.detectors import create
+
+    photo = skimage_data.astronaut()
+    detector = create("efficientnet-lite0-autoatt", pretrained=False, input_size=64, crop_scale=1.0, device="cpu")
+    torch.manual_seed(0)
+    detector.model_ = detector.build_model(pretrained=False).eval()
+    detector.fitted_ = True
+    heatmap = detector.explain(photo)
+    (face,) = locate_faces([photo], workers=1, cache_dir=False)
+    left, top, right, bottom = square_region(face.box, 1.0, 512, 512)
+    assert heatmap.shape == (512, 512)
+    inside = np.zeros(heatmap.shape, bool)
+    inside[top:bottom, left:right] = True
+    assert np.all(heatmap[~inside] == 0)
+    assert heatmap[inside].min() > 0  # a sigmoid attention map is positive everywhere it was computed

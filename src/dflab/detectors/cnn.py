@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .. import weights as weight_files
+from ..framing import square_region
 from ..images import ImageLike, load_image
 from .registry import register
 from .base import as_training_set
@@ -402,12 +403,21 @@ class CNNDetector(TorchDetector):
         if not isinstance(net, AutoAttNet):
             raise NotImplementedError(f"{self.name} has no explanation map (use an -autoatt variant)")
         picture = load_image(image)
-        x = to_tensor(resize_square(picture, self.input_size), self.mean, self.std)[None]
+        # The network saw the image under the detector's crop policy: explain that region, then place
+        # the map where the region lies in the picture (0 outside it).
+        left, top, right, bottom = 0, 0, picture.shape[1], picture.shape[0]
+        faces = self._faces([picture])
+        if faces is not None and faces[0] is not None and self.crop_scale:
+            left, top, right, bottom = square_region(faces[0].box, self.crop_scale, *picture.shape[:2])
+        region = picture[top:bottom, left:right]
+        x = to_tensor(resize_square(region, self.input_size), self.mean, self.std)[None]
         device = self._device()
         net = net.to(device).eval()
         with torch.inference_mode():
             att = net.attention(x.to(device))[0, 0].float().cpu().numpy()
-        return np.clip(cv2.resize(att, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR), 0, 1)
+        heatmap = np.zeros(picture.shape[:2], dtype=np.float32)
+        heatmap[top:bottom, left:right] = cv2.resize(att, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+        return np.clip(heatmap, 0, 1)
 
 
 class PretrainedCNNDetector(CNNDetector):
