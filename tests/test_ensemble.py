@@ -172,3 +172,18 @@ def test_bad_configurations_are_refused():
         create("ensemble", members=[_member([0.5])], calibration="beta").fit()
     with pytest.raises(ValueError, match="a member must be"):
         create("ensemble", members=[42]).fit()
+
+
+def test_the_lab_ensemble_preset_names_real_detectors():
+    from sklearn.base import clone
+
+    from dflab.detectors.registry import get
+
+    preset = create("ensemble-lite0-ela-dct")
+    assert preset.method == "stacking"
+    names = [spec["detector"] for spec in preset.members]
+    assert names == ["efficientnet-lite0", "ela-gb", "block-dct"]
+    for spec in preset.members:  # every member spec builds, with its parameters accepted
+        member = create(spec["detector"], **spec.get("params", {}))
+        assert isinstance(member, get(spec["detector"]).cls)
+    assert clone(preset).members == preset.members

@@ -59,6 +59,12 @@ def _describe(spec: Any) -> Any:
 @register("ensemble", family="fusion",
           description="Fusion of trained detectors: mean probability, mean logit or logistic stacking "
                       "fitted on development data; optional Platt/isotonic calibration")
+@register("ensemble-lite0-ela-dct", family="fusion",
+          description="The lab's Task 3 ensemble: EfficientNet-Lite0 (tight framing), ELA + gradient "
+                      "boosting and block DCT, trained on the same data, logistic stacking on development data",
+          members=({"detector": "efficientnet-lite0", "params": {"crop_scale": 0.7}},
+                   {"detector": "ela-gb"}, {"detector": "block-dct"}),
+          method="stacking")
 class EnsembleDetector(Detector):
     def __init__(self, members: Sequence[Any] = (), method: str = "mean_prob", calibration: str | None = None,
                  stacking_c: float = 1.0, seed: int = 0, workers: int | None = None, cache_dir: str | None = None,
