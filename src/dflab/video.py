@@ -32,7 +32,6 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", "
 SEQUENTIAL_STRIDE = 4
 
 
-
 class VideoError(ValueError):
     """A file that cannot be used as a video. ``str(err)`` is one line: ``<path>: <reason>``."""
 
