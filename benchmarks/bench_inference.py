@@ -13,8 +13,9 @@ three ways, with the same thread count and batch size:
   added as well (they are real work the bare pass never does; reported, not held to the target).
 
 The target (issue 4): pipeline overhead from arrays <= 10 % (``(t_arrays - t_bare) / t_bare``).
-The script exits with status 1 when a detector misses it. Times are the median of ``--repeats``
-runs after one warm-up.
+The script exits with status 1 when a detector misses it. The three ways take turns within each of
+``--repeats`` rounds (after one warm-up each); speeds are medians over rounds, and the overhead is
+the median over rounds of each round's own ratio, so a slow spell of the machine cancels out.
 
 Usage: python benchmarks/bench_inference.py [--images 64] [--batch-size 32] [--threads 2]
        [--detectors efficientnet-lite0,meso4] [--input-size 0 (= each detector's default)]
@@ -65,14 +66,23 @@ def untrained_detector(name: str, batch_size: int, input_size: int):
     return detector
 
 
-def median_time(run, repeats: int) -> float:
-    run()  # warm-up: first-call allocations, lazy inits
-    times = []
+def interleaved_times(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per repeat of each run, the runs taking turns within every repeat, so that a slow spell
+    of the machine falls on all of them alike (timing them one after another let it fall on one)."""
+    for run in runs.values():
+        run()  # warm-up: first-call allocations, lazy inits
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def median_overhead(times: list[float], bare: list[float]) -> float:
+    """The median over repeats of (t - t_bare) / t_bare, each repeat against its own bare pass."""
+    return statistics.median((t - b) / b for t, b in zip(times, bare))
 
 
 def main() -> int:
@@ -80,7 +90,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=min(2, torch.get_num_threads()))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--input-size", type=int, default=0, help="0 = each detector's default input size")
     parser.add_argument("--file-size", type=int, default=256, help="side of the PNG files (Task_1 crops: 256)")
     parser.add_argument("--detectors", default="", help="comma-separated names (default: every 'deep' detector)")
@@ -112,11 +122,11 @@ def main() -> int:
                     for chunk in chunks:
                         forward(chunk)
 
-            t_bare = median_time(bare, args.repeats)
-            t_arrays = median_time(lambda: detector.predict_proba(arrays), args.repeats)
-            t_files = median_time(lambda: detector.predict_proba(files), args.repeats)
-            overhead_arrays = (t_arrays - t_bare) / t_bare
-            overhead_files = (t_files - t_bare) / t_bare
+            times = interleaved_times({"bare": bare, "arrays": lambda: detector.predict_proba(arrays),
+                                       "files": lambda: detector.predict_proba(files)}, args.repeats)
+            t_bare, t_arrays, t_files = (statistics.median(times[k]) for k in ("bare", "arrays", "files"))
+            overhead_arrays = median_overhead(times["arrays"], times["bare"])
+            overhead_files = median_overhead(times["files"], times["bare"])
             rows.append((name, size, args.images / t_bare, args.images / t_arrays, args.images / t_files,
                          overhead_arrays, overhead_files))
             if overhead_arrays > TARGET_OVERHEAD:
