@@ -32,7 +32,9 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages.")
-FaceDetectorOption = typer.Option("mtcnn", "--face-detector", help="mtcnn (weights in facenet-pytorch) or blazeface (about 4x faster on CPU; `dflab weights fetch blazeface`).")
+FaceDetectorOption = typer.Option(
+    "mtcnn", "--face-detector",
+    help="mtcnn (weights in facenet-pytorch) or blazeface (about 4x faster on CPU; `dflab weights fetch blazeface`).")
 WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes for feature extraction (default: all cores).")
 ParamOption = typer.Option(
     [], "--param", "-p", metavar="[DETECTOR.]KEY=VALUE",

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import weights as weight_files
-from ..framing import square_region
+from ..framing import locate_faces, square_region
 from ..images import ImageLike, load_image
 from .registry import register
 from .base import as_training_set
@@ -406,9 +406,9 @@ class CNNDetector(TorchDetector):
         # The network saw the image under the detector's crop policy: explain that region, then place
         # the map where the region lies in the picture (0 outside it).
         left, top, right, bottom = 0, 0, picture.shape[1], picture.shape[0]
-        faces = self._faces([picture])
-        if faces is not None and faces[0] is not None and self.crop_scale:
-            left, top, right, bottom = square_region(faces[0].box, self.crop_scale, *picture.shape[:2])
+        face = locate_faces([picture], description=f"{self.name}: locating faces")[0] if self.crop_scale else None
+        if face is not None:
+            left, top, right, bottom = square_region(face.box, self.crop_scale, *picture.shape[:2])
         region = picture[top:bottom, left:right]
         x = to_tensor(resize_square(region, self.input_size), self.mean, self.std)[None]
         device = self._device()
