@@ -200,6 +200,22 @@ def test_save_load_round_trip_gives_identical_scores(trained_lite0, tmp_path):
     assert loaded.training_["history"] == trained_lite0.training_["history"]
 
 
+def test_mirror_test_time_augmentation_averages_the_logits_of_both_views(trained_lite0):
+    images, _ = _faces(6, seed=7)
+    plain = trained_lite0.predict_proba(images)
+    mirrored = trained_lite0.predict_proba([image[:, ::-1].copy() for image in images])
+    assert np.abs(plain - mirrored).max() > 1e-3  # the network is not mirror-symmetric by itself
+    trained_lite0.set_params(test_flip=True)
+    try:
+        both = trained_lite0.predict_proba(images)
+    finally:
+        trained_lite0.set_params(test_flip=False)
+
+    def logit(p):
+        return np.log(p / (1 - p))
+    np.testing.assert_allclose(logit(both), (logit(plain) + logit(mirrored)) / 2, atol=1e-4)
+
+
 def test_bad_files_give_nan_or_a_clear_error(trained_lite0, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")

@@ -297,7 +297,8 @@ class CNNDetector(TorchDetector):
     ``crop_scale``: re-frame every image, in training and scoring alike, to ``crop_scale`` x its face
     box (:mod:`dflab.framing`); None uses images as given. ``self_blend``: "only" trains on real
     images and their self-blended pseudo-fakes (:mod:`dflab.sbi`; masks from the MTCNN landmarks),
-    "mix" adds the real fakes, "off" (default) trains on the data as labelled.
+    "mix" adds the real fakes, "off" (default) trains on the data as labelled. ``test_flip``: score
+    each image as the mean logit of the image and its mirror (twice the scoring time).
     """
 
     def __init__(self, arch: str = "efficientnet-lite0", variant: str = "plain", input_size: int = 224,
@@ -305,7 +306,7 @@ class CNNDetector(TorchDetector):
                  warmup_epochs: float = 0.5, augment: bool = True, pretrained: bool = True,
                  freeze_backbone: bool = False, weights: str | None = None, weights_converter: str = "",
                  patience: int = 2, triplet_epochs: int = 2, triplet_margin: float = 1.0,
-                 crop_scale: float | None = None, self_blend: str = "off", seed: int = 0,
+                 crop_scale: float | None = None, self_blend: str = "off", test_flip: bool = False, seed: int = 0,
                  device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None):
         self.arch = arch
         self.variant = variant
@@ -325,6 +326,7 @@ class CNNDetector(TorchDetector):
         self.triplet_margin = triplet_margin
         self.crop_scale = crop_scale
         self.self_blend = self_blend
+        self.test_flip = test_flip
         self.seed = seed
         self.device = device
         self.workers = workers

@@ -60,9 +60,11 @@ def _describe(spec: Any) -> Any:
           description="Fusion of trained detectors: mean probability, mean logit or logistic stacking "
                       "fitted on development data; optional Platt/isotonic calibration")
 @register("ensemble-lite0-ela-dct", family="fusion",
-          description="The lab's Task 3 ensemble: EfficientNet-Lite0 (tight framing, 6 epochs), ELA + gradient "
-                      "boosting and block DCT, trained on the same data, logistic stacking on development data",
-          members=({"detector": "efficientnet-lite0", "params": {"crop_scale": 0.7, "epochs": 6}},
+          description="The lab's Task 3 ensemble: EfficientNet-Lite0 (tight framing, 6 epochs, mirror "
+                      "test-time augmentation), ELA + gradient boosting and block DCT, trained on the same data, "
+                      "logistic stacking on development data",
+          members=({"detector": "efficientnet-lite0",
+                    "params": {"crop_scale": 0.7, "epochs": 6, "test_flip": True}},
                    {"detector": "ela-gb"}, {"detector": "block-dct"}),
           method="stacking")
 class EnsembleDetector(Detector):

@@ -336,6 +336,14 @@ def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, 
     return outputs[:, 0], errors
 
 
+def _mirror_averaged(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Test-time augmentation: the mean of the logits of each image and its left-right mirror (a face's
+    mirror is as plausible a face, so the two views disagree only through the network's noise)."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return (model(x) + model(x.flip(3))) / 2
+    return forward
+
+
 def _valid_auc(model, dataset, settings, device) -> float:
     logits, _ = predict_logits(model, dataset, batch_size=settings.batch_size, device=device,
                                workers=settings.workers, description="validation")
@@ -671,6 +679,10 @@ def train_metric(model: nn.Module, images: ImageDataset, make_rows: Callable[[in
 
 # -- the Detector wiring ------------------------------------------------------------------------
 
+#: Parameters that change how a trained network is run, not how it is trained.
+SCORING_ONLY_PARAMS = ("checkpoint_dir", "test_flip")
+
+
 class TorchDetector(Detector):
     """A Detector around one PyTorch network with one output logit.
 
@@ -691,7 +703,7 @@ class TorchDetector(Detector):
 
     def fingerprint(self) -> dict:
         """What makes two trainings the same run (for resuming checkpoints)."""
-        params = {k: str(v) for k, v in self.model_params().items() if k != "checkpoint_dir"}
+        params = {k: str(v) for k, v in self.model_params().items() if k not in SCORING_ONLY_PARAMS}
         return {"detector": self.name, "params": params}
 
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
@@ -777,8 +789,10 @@ class TorchDetector(Detector):
         sources = as_sources(images)
         device = self._device()
         model = self.model_.to(device).to(memory_format=torch.channels_last)
-        logits, errors = predict_logits(model, self._dataset(sources), batch_size=self.batch_size, device=device,
-                                        workers=self.workers, description=f"{self.name}: scoring")
+        forward = _mirror_averaged(model) if getattr(self, "test_flip", False) else None
+        outputs, errors = predict_outputs(model, self._dataset(sources), batch_size=self.batch_size, device=device,
+                                          workers=self.workers, description=f"{self.name}: scoring", forward=forward)
+        logits = outputs[:, 0]
         if on_error == "raise":
             for source, error in zip(sources, errors):
                 if error:
