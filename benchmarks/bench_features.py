@@ -38,6 +38,7 @@ from dflab.detectors.block_dct import BlockDCTFeatures
 from dflab.detectors.ela import ELAFeatures
 from dflab.detectors.spectrum import SpectrumFeatures
 from dflab.images import ImageError, load_image
+from dflab.memory import keep_freed_memory
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 TARGET_RATIO = 0.8
@@ -154,6 +155,7 @@ def stream(paths: list[str], extractor, workers: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as the dflab command does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder searched recursively for images")
     parser.add_argument("--workers", type=int, default=features.default_workers())

@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dflab.detectors import available, create
 from dflab.detectors.torch_common import to_tensor
+from dflab.memory import keep_freed_memory
 
 TARGET_OVERHEAD = 0.10
 
@@ -86,6 +87,7 @@ def median_overhead(times: list[float], bare: list[float]) -> float:
 
 
 def main() -> int:
+    keep_freed_memory()  # as the dflab command does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)

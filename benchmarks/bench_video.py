@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     from dflab.detectors.base import load_detector
     from dflab.detectors.registry import create
     from dflab.faces import crop_face, get_face_detector, select_faces
+    from dflab.memory import keep_freed_memory
     from dflab.progress import set_quiet
     from dflab.video import aggregate, sample_frames
 
+    keep_freed_memory()  # as the dflab command does
     set_quiet(True)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,9 +15,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import load_detector
+from dflab.memory import keep_freed_memory
 
 
 def main(model: str, manifests: list[str]) -> None:
+    keep_freed_memory()  # as the dflab command does
     detector = load_detector(model)
     cnns = [m for m in getattr(detector, "members_", [detector]) if "test_flip" in m.get_params(deep=False)]
     if not cnns:

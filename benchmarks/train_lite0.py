@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from dflab import data
 from dflab.detectors import create
+from dflab.memory import keep_freed_memory
 
 
 def frames_per_video(df, n: int, seed: int):
@@ -27,6 +28,7 @@ def frames_per_video(df, n: int, seed: int):
 
 
 def main() -> None:
+    keep_freed_memory()  # as the dflab command does
     parser = argparse.ArgumentParser()
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     parser.add_argument("--epochs", type=int, default=2)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .memory import keep_freed_memory
 from .progress import is_quiet, set_quiet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -60,6 +61,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     """Console entry point."""
+    keep_freed_memory()
     try:
         app(standalone_mode=False)
     except typer.Exit as exit_:

@@ -136,10 +136,14 @@ def _limit_worker_threads() -> None:
         pass
 
 
-def _init_worker() -> None:
+def _init_worker(keep_memory: bool = False) -> None:
     # BLAS/OpenMP pools (NumPy matmul, scikit-learn) too: one thread per worker process.
     _thread_controller().limit(limits=1)
     _limit_worker_threads()
+    if keep_memory:  # as the parent does (the workers start from a fresh interpreter)
+        from .memory import keep_freed_memory
+
+        keep_freed_memory()
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -159,8 +163,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
             context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "dflab.features", "dflab.detectors.classic"])
         else:
             context = mp.get_context("spawn")
+        from .memory import is_keeping_freed_memory
+
         pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                                     initializer=_init_worker)
+                                                     initializer=_init_worker,
+                                                     initargs=(is_keeping_freed_memory(),))
         atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
 
