@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
@@ -35,26 +36,53 @@ def warn(message: str) -> None:
     Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
+#: A bar appears once a task has run this long: sub-second work needs none, and drawing one costs
+#: milliseconds, a measurable share of scoring a small batch with a fast network.
+SHOW_AFTER_S = 0.5
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator["_Advance"]:
-    """``with progress_bar("scoring", n) as advance: advance(k)``; a no-op when quiet or tiny."""
+    """``with progress_bar("scoring", n) as advance: advance(k)``; a no-op when quiet or tiny, and
+    nothing is drawn until the work has run :data:`SHOW_AFTER_S` seconds."""
     if is_quiet() or not total or total < 2 or not sys.stderr:
-        yield _Advance(None, None)
+        yield _Advance(description, None)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task_id = progress.add_task(description, total=total)
-        yield _Advance(progress, task_id)
+    advance = _Advance(description, total)
+    try:
+        yield advance
+    finally:
+        advance.close()
 
 
 class _Advance:
-    def __init__(self, progress, task_id):
-        self._progress, self._task_id = progress, task_id
+    """Counts progress; draws a rich bar (from the first call after :data:`SHOW_AFTER_S`) when it has
+    a total."""
+
+    def __init__(self, description: str, total: int | None):
+        self._description, self._total = description, total
+        self._started = time.monotonic()
+        self._done = 0
+        self._progress: Progress | None = None
 
     def __call__(self, n: int = 1) -> None:
+        if self._total is None:
+            return
+        self._done += n
         if self._progress is not None:
             self._progress.advance(self._task_id, n)
+        elif time.monotonic() - self._started >= SHOW_AFTER_S:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            self._progress = Progress(*columns, console=console, transient=False, get_time=time.monotonic)
+            self._progress.start()
+            self._task_id = self._progress.add_task(self._description, total=self._total, completed=self._done)
+            self._progress.tasks[-1].start_time = self._started  # elapsed time counts from the start
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
