@@ -40,7 +40,8 @@ from .base import as_sources, as_training_set
 from .cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, lite0_imagenet_state
 from .registry import register
 from .torch_common import (TorchDetector, TrainSettings, contrastive_loss, numpy_to_model, pair_links,
-                           predict_outputs, sample_pairs, state_to_numpy, train_binary, train_metric)
+                           predict_outputs, ready_for_inference, sample_pairs, state_to_numpy, train_binary,
+                           train_metric)
 
 #: Backbone name -> timm model. ``tiny-efficientnet`` (timm's 0.1 M-parameter test EfficientNet,
 #: random init) is there for quick runs and tests.
@@ -147,7 +148,7 @@ class SiameseDetector(TorchDetector):
 
     def _embeddings(self, net: SiameseNet, sources, description: str) -> tuple[np.ndarray, list[str]]:
         device = self._device()
-        net = net.to(device).to(memory_format=torch.channels_last)
+        net = ready_for_inference(net, device)
         return predict_outputs(net, self._dataset(sources), batch_size=self.batch_size, device=device,
                                workers=self.workers, description=description, forward=net.embed)
 

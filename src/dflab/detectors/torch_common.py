@@ -299,6 +299,15 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def ready_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model on ``device`` with channels-last weights; for a model already prepared the ``to``
+    calls are skipped (they walk every module: about 2 ms a call, 1% of scoring 64 images with Meso4)."""
+    if any(p.device != device or (p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last))
+           for p in model.parameters()):
+        model.to(device).to(memory_format=torch.channels_last)
+    return model
+
+
 def _batch_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
@@ -796,7 +805,7 @@ class TorchDetector(Detector):
             raise ValueError(f"on_error must be 'raise' or 'nan', not {on_error!r}")
         sources = as_sources(images)
         device = self._device()
-        model = self.model_.to(device).to(memory_format=torch.channels_last)
+        model = ready_for_inference(self.model_, device)
         forward = _mirror_averaged(model) if getattr(self, "test_flip", False) else None
         outputs, errors = predict_outputs(model, self._dataset(sources), batch_size=self.batch_size, device=device,
                                           workers=self.workers, description=f"{self.name}: scoring", forward=forward)
