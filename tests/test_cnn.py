@@ -57,6 +57,10 @@ def test_batch_normalisation_matches_the_per_image_one(count, size):
     assert batch.shape == expected.shape
     assert torch.allclose(batch, expected, atol=1e-5)
     assert batch.is_contiguous(memory_format=torch.channels_last)
+    # Into a reused (larger) buffer: the same values, written there.
+    buffer = torch.full((count * size * size * 3 + 5,), float("nan"))
+    into_buffer = torch_common.normalise_batch(torch.from_numpy(np.stack(images)), mean, std, buffer)
+    assert torch.equal(into_buffer, batch) and into_buffer.data_ptr() == buffer.data_ptr()
 
 
 def test_mapping_refuses_a_shape_mismatch():
