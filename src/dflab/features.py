@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .images import ImageError, ImageLike, as_rgb_array, decode_image, source_name
+from .memory import is_keeping_freed_memory, keep_freed_memory
 from .progress import progress_bar
 
 #: Below this many files the work runs in-process: starting workers would cost more than it saves.
@@ -141,8 +142,6 @@ def _init_worker(keep_memory: bool = False) -> None:
     _thread_controller().limit(limits=1)
     _limit_worker_threads()
     if keep_memory:  # as the parent does (the workers start from a fresh interpreter)
-        from .memory import keep_freed_memory
-
         keep_freed_memory()
 
 
@@ -163,8 +162,6 @@ def _pool(workers: int) -> ProcessPoolExecutor:
             context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "dflab.features", "dflab.detectors.classic"])
         else:
             context = mp.get_context("spawn")
-        from .memory import is_keeping_freed_memory
-
         pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                                      initializer=_init_worker,
                                                      initargs=(is_keeping_freed_memory(),))
