@@ -41,4 +41,5 @@ def test_reallocating_freed_memory_no_longer_faults_it_back_in():
     assert (applied, off) == ("True", "False")
     activation_pages = 16 * 8 * 256 * 256 * 4 // 4096  # one 32 MB activation
     assert faults_returned > 5 * activation_pages  # every run maps its activations afresh
-    assert faults_kept < activation_pages / 10  # the memory of the first run is reused
+    # The memory of the first runs is reused (the heap may still grow once: no more than that).
+    assert faults_kept <= 2 * activation_pages and faults_kept < faults_returned / 10
