@@ -40,7 +40,9 @@ def main() -> None:
               for name in ("task1_train", "task23_train", "task23_valid", "task23_eval")}
     train = pd.concat([frames["task1_train"], frames["task23_train"]], ignore_index=True)
     params = parse_detector_params(args.param, [args.detector]).get(args.detector, {})
-    detector = create(args.detector, **{"checkpoint_dir": str(args.out) + ".checkpoints", **params})
+    detector = create(args.detector, **params)
+    if "checkpoint_dir" in detector.get_params(deep=False) and "checkpoint_dir" not in params:
+        detector.set_params(checkpoint_dir=str(args.out) + ".checkpoints")
 
     started = time.perf_counter()
     detector.fit(train, valid=frames["task23_valid"])

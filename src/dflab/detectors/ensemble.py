@@ -67,6 +67,14 @@ def _describe(spec: Any) -> Any:
                     "params": {"crop_scale": 0.7, "epochs": 6, "test_flip": True}},
                    {"detector": "ela-gb"}, {"detector": "block-dct"}),
           method="stacking")
+@register("ensemble-lite2-lite0-ela-dct", family="fusion",
+          description="The Task 3 ensemble with EfficientNet-Lite2 added (tight framing, 6 epochs, no mirror "
+                      "averaging: it did not help Lite2 on validation); about 3x the training time",
+          members=({"detector": "efficientnet-lite2", "params": {"crop_scale": 0.7, "epochs": 6}},
+                   {"detector": "efficientnet-lite0",
+                    "params": {"crop_scale": 0.7, "epochs": 6, "test_flip": True}},
+                   {"detector": "ela-gb"}, {"detector": "block-dct"}),
+          method="stacking")
 class EnsembleDetector(Detector):
     def __init__(self, members: Sequence[Any] = (), method: str = "mean_prob", calibration: str | None = None,
                  stacking_c: float = 1.0, seed: int = 0, workers: int | None = None, cache_dir: str | None = None,
