@@ -174,15 +174,18 @@ def test_bad_configurations_are_refused():
         create("ensemble", members=[42]).fit()
 
 
-def test_the_lab_ensemble_preset_names_real_detectors():
+@pytest.mark.parametrize("name, members", [
+    ("ensemble-lite0-ela-dct", ["efficientnet-lite0", "ela-gb", "block-dct"]),
+    ("ensemble-lite2-lite0-ela-dct", ["efficientnet-lite2", "efficientnet-lite0", "ela-gb", "block-dct"])])
+def test_the_lab_ensemble_presets_name_real_detectors(name, members):
     from sklearn.base import clone
 
     from dflab.detectors.registry import get
 
-    preset = create("ensemble-lite0-ela-dct")
+    preset = create(name)
     assert preset.method == "stacking"
     names = [spec["detector"] for spec in preset.members]
-    assert names == ["efficientnet-lite0", "ela-gb", "block-dct"]
+    assert names == members
     for spec in preset.members:  # every member spec builds, with its parameters accepted
         member = create(spec["detector"], **spec.get("params", {}))
         assert isinstance(member, get(spec["detector"]).cls)

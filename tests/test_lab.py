@@ -105,3 +105,24 @@ def test_lab_on_shared_data_subsampled(tmp_path):
     assert task1_auc > 0.7  # ELA separates UADFV's face swaps well above chance
     assert task2["n"] > 0 and 0 <= task2["auc"] <= 1
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_the_task3_tuning_script_trains_as_the_lab_does(tiny_lab, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    result = run_lab(_config(tiny_lab, out))
+    model = tmp_path / "task3-model"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_task3.py"
+    subprocess.run([sys.executable, str(script), str(out / "manifests"), "--detector", "ela-logreg",
+                    "--out", str(model)], check=True, capture_output=True, text=True)
+    summary = json.loads((model / "task3_summary.json").read_text())
+    manifests = {name: pd.read_csv(out / "manifests" / f"{name}.csv")
+                 for name in ("task1_train", "task23_train", "task23_valid")}
+    assert summary["n_train"] == len(manifests["task1_train"]) + len(manifests["task23_train"])
+    # Same data, same validation part, same seed: the lab's Task 3 evaluation AUC, to the digit.
+    lab_auc = result["tasks"]["task3"]["detectors"]["ela-logreg"]["frame"]["auc"]
+    assert summary["task23_eval_auc"] == pytest.approx(lab_auc, abs=1e-4)
+    assert json.loads((model / "config.json").read_text())["info"]["n_valid"] == len(manifests["task23_valid"])
