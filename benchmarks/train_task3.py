@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from dflab.cli import parse_detector_params
+from dflab.cli import UserError, parse_detector_params
 from dflab.detectors import create
 from dflab.memory import keep_freed_memory
 
@@ -39,8 +39,13 @@ def main() -> None:
     frames = {name: pd.read_csv(args.manifests / f"{name}.csv")
               for name in ("task1_train", "task23_train", "task23_valid", "task23_eval")}
     train = pd.concat([frames["task1_train"], frames["task23_train"]], ignore_index=True)
-    params = parse_detector_params(args.param, [args.detector]).get(args.detector, {})
+    try:
+        params = parse_detector_params(args.param, [args.detector]).get(args.detector, {})
+    except (UserError, KeyError) as err:  # an unknown detector or parameter
+        parser.error(str(err.args[0]) if err.args else str(err))
     detector = create(args.detector, **params)
+    if args.test_flip and "test_flip" not in detector.get_params(deep=False):
+        parser.error(f"--test-flip: {args.detector} has no test_flip parameter")  # before, not after, training
     if "checkpoint_dir" in detector.get_params(deep=False) and "checkpoint_dir" not in params:
         detector.set_params(checkpoint_dir=str(args.out) + ".checkpoints")
 

@@ -69,7 +69,7 @@ def _describe(spec: Any) -> Any:
           method="stacking")
 @register("ensemble-lite2-lite0-ela-dct", family="fusion",
           description="The Task 3 ensemble with EfficientNet-Lite2 added (tight framing, 6 epochs, no mirror "
-                      "averaging: it did not help Lite2 on validation); about 3x the training time",
+                      "averaging: it did not help Lite2 on validation); a Lite2 epoch takes about twice a Lite0 one",
           members=({"detector": "efficientnet-lite2", "params": {"crop_scale": 0.7, "epochs": 6}},
                    {"detector": "efficientnet-lite0",
                     "params": {"crop_scale": 0.7, "epochs": 6, "test_flip": True}},

@@ -34,7 +34,6 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
 
-from .. import weights as weight_files
 from ..images import ImageError, source_name
 from .base import as_sources, as_training_set
 from .cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
