@@ -59,9 +59,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             WeightsError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
+def _click_exceptions() -> tuple[type, type, type]:
+    """(ClickException, UsageError, NoArgsIsHelpError) of the click that typer runs on: typer >= 0.29
+    vendors its own copy (``typer._click``), whose classes are not click's."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # typer before 0.29 runs on click itself
+        from click import exceptions
+    return exceptions.ClickException, exceptions.UsageError, getattr(exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error_line(err) -> str:
+    """One line for a usage mistake: what was wrong and where the help is."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "dflab"
+    return f"{err.format_message()} (see `{command} --help`)"
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: user mistakes and bad input print one line and exit 2, never a traceback."""
     keep_freed_memory()
+    click_exception, usage_error, no_args_is_help = _click_exceptions()
     try:
         app(standalone_mode=False)
     except typer.Exit as exit_:
@@ -73,16 +91,26 @@ def main() -> None:
         err_console.print("interrupted: finished results are kept; run the same command again to resume")
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - classified below; unknown errors keep their traceback
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+        if no_args_is_help and isinstance(err, no_args_is_help):
+            err.show()  # the help text itself
+            sys.exit(0)
+        if isinstance(err, usage_error):
+            _print_error(_usage_error_line(err))
+            sys.exit(2)
+        if isinstance(err, click_exception):
+            _print_error(err.format_message())
+            sys.exit(2)
         if isinstance(err, _user_errors()):
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            _print_error(str(err) or type(err).__name__)
             sys.exit(2)
         raise
+
+
+def _print_error(message: str) -> None:
+    from rich.markup import escape
+
+    line = message.strip().splitlines()[0] if message.strip() else "error"
+    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -236,6 +264,9 @@ def lab_command(
     seed: int = typer.Option(0, help="Seed for splits, training and bootstrap."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
     task3: bool = typer.Option(True, "--task3/--no-task3", help="Run Task 3 (train also on the Task 2/3 development set)."),
+    task3_data: List[Path] = typer.Option(
+        [], "--task3-data", help="More public data whose development rows join Task 3's training part (repeatable)."),
+    tasks: str = typer.Option("1,2,3", "--tasks", help="Tasks to run, e.g. 3: the others' results in --out are kept."),
     per_video: Optional[int] = typer.Option(None, help="Quick run: at most this many frames per video."),
     max_videos: Optional[int] = typer.Option(None, help="Quick run: at most this many videos per split and label."),
     layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
@@ -251,18 +282,33 @@ def lab_command(
     from .lab import LabConfig, run_lab
 
     set_quiet(quiet)
+    chosen_tasks = _parse_tasks(tasks)
     _existing(task1, "Task 1 database")
     if task23 is not None:
         _existing(task23, "Task 2/3 database")
+    for extra in task3_data:
+        _existing(extra, "--task3-data database")
+    if 3 in chosen_tasks and (task23 is None or not task3) and (task3_data or chosen_tasks == (3,)):
+        raise UserError("Task 3 needs --task23 (its validation and evaluation data) and not --no-task3")
     _check_detectors(detector)
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
-                       task3=task3, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
+                       task3=task3, task3_data=list(task3_data), tasks=chosen_tasks, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
                        frames_per_video=frames_per_video, face_detector=face_detector, command=_command_line(),
                        detector_params=parse_detector_params(param, detector))
     started = time.time()
     result = run_lab(config)
     _print_summary(result)
     out_console.print(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)")
+
+
+def _parse_tasks(text: str) -> tuple[int, ...]:
+    try:
+        chosen = sorted({int(part) for part in text.replace(" ", "").split(",") if part})
+    except ValueError:
+        chosen = []
+    if not chosen or not set(chosen) <= {1, 2, 3}:
+        raise UserError(f"--tasks {text!r}: expected task numbers from 1, 2, 3 separated by commas, e.g. 3 or 1,2")
+    return tuple(chosen)
 
 
 def _check_detectors(names: List[str]) -> None:

@@ -60,6 +60,10 @@ class LabConfig:
     #: Video datasets: faces are extracted from this many frames per video (cached under out/faces).
     frames_per_video: int = 16
     face_detector: str = "mtcnn"
+    #: More public databases whose development rows join Task 3's training part (never its validation).
+    task3_data: Sequence[Path] = ()
+    #: Which tasks to run; results of the others already in ``out/metrics.json`` are kept.
+    tasks: Sequence[int] = (1, 2, 3)
 
 
 # -- manifests --------------------------------------------------------------------------------
@@ -105,10 +109,14 @@ def prepare_manifests(config: LabConfig) -> dict[str, pd.DataFrame]:
     out["task1_eval"] = _load_split_faces(Path(config.task1), "evaluation", config)
     if config.task23 is not None:
         out["task23_eval"] = _load_split_faces(Path(config.task23), "evaluation", config)
-        if config.task3:
+        if _runs_task3(config):
             t23_dev = _load_split_faces(Path(config.task23), "development", config)
             out["task23_train"], out["task23_valid"] = data.split_by_group(
                 t23_dev, valid_fraction=config.valid_fraction, seed=config.seed)
+            if config.task3_data:
+                out["task3_extra"] = pd.concat(
+                    [_load_split_faces(Path(root), "development", config) for root in config.task3_data],
+                    ignore_index=True)
     folder = Path(config.out) / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in out.items():
@@ -172,6 +180,10 @@ def append_scores(path: Path, rows: pd.DataFrame) -> None:
 
 # -- training with resume ---------------------------------------------------------------------
 
+def _runs_task3(config: LabConfig) -> bool:
+    return bool(config.task3) and 3 in config.tasks and config.task23 is not None
+
+
 def build_detector(name: str, config: LabConfig) -> Detector:
     params = dict(config.detector_params.get(name, {}))
     detector = create(name, **params)
@@ -183,6 +195,8 @@ def build_detector(name: str, config: LabConfig) -> Detector:
 
 def train_or_resume(name: str, config: LabConfig, train: pd.DataFrame, valid: pd.DataFrame,
                     model_dir: Path, description: str) -> Detector:
+    """Reload the model in ``model_dir``, else train it (epoch checkpoints beside it for detectors
+    that take them, so that an interrupted training resumes) and save it there."""
     if (model_dir / "config.json").exists():
         try:
             detector = load_detector(model_dir, **_runtime_params(name, config))
@@ -191,6 +205,8 @@ def train_or_resume(name: str, config: LabConfig, train: pd.DataFrame, valid: pd
         except ModelFileError as err:
             warn(f"{err}; training again")
     detector = build_detector(name, config)
+    if "checkpoint_dir" in detector.get_params(deep=False) and not detector.get_params(deep=False)["checkpoint_dir"]:
+        detector.set_params(checkpoint_dir=str(model_dir) + ".checkpoints")
     info(f"[bold]{name}[/bold]: training on {description} ({len(train)} images, {len(valid)} for validation)")
     detector.fit(train, valid=valid)
     detector.save(model_dir, info={"trained_on": description, "n_train": len(train), "n_valid": len(valid),
@@ -244,21 +260,55 @@ def run_lab(config: LabConfig) -> dict:
             "n_boot": config.n_boot, "valid_fraction": config.valid_fraction, "detectors": list(config.detectors),
             "per_video": config.per_video, "max_videos": config.max_videos,
         },
-        "tasks": {task: {"title": TASK_TITLES[task], **_task_descriptions(task, config), "detectors": dets}
+        "tasks": {task: {"title": TASK_TITLES[task], **_task_descriptions(task, config, manifests), "detectors": dets}
                   for task, dets in results.items() if dets},
         "skipped": skipped_files(scores) + skipped_videos(read_video_status(out / "manifests")),
     }
+    _keep_tasks_not_run(report_metrics, out / "metrics.json", config)
     (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
     write_report(out, scores, report_metrics)
     return report_metrics
 
 
-def _task_descriptions(task: str, config: LabConfig) -> dict[str, str]:
+def _keep_tasks_not_run(report_metrics: dict, metrics_file: Path, config: LabConfig) -> None:
+    """A run of some tasks (``--tasks 3``) keeps the results of the others from the folder's last run."""
+    if not metrics_file.exists():
+        return
+    try:
+        previous = json.loads(metrics_file.read_text()).get("tasks", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    for number in (1, 2, 3):
+        task = f"task{number}"
+        if number not in config.tasks and task in previous and task not in report_metrics["tasks"]:
+            report_metrics["tasks"][task] = previous[task]
+    report_metrics["tasks"] = {t: report_metrics["tasks"][t] for t in ("task1", "task2", "task3")
+                               if t in report_metrics["tasks"]}
+
+
+def _task_descriptions(task: str, config: LabConfig, manifests: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Where a task's model was trained and evaluated, with the number of images of each part."""
     t1, t23 = Path(config.task1).name, Path(config.task23).name if config.task23 else "—"
+
+    def n(part: str) -> int:
+        return len(manifests.get(part, ()))
+
+    if task == "task3":
+        extra = manifests.get("task3_extra")
+        parts = [f"{t1}/development training part ({n('task1_train')} images)",
+                 f"{t23}/development training part ({n('task23_train')})"]
+        if extra is not None:
+            for root in config.task3_data:
+                rows = int((extra["dataset"] == Path(os.path.abspath(root)).name).sum())
+                parts.append(f"{Path(root).name}/development ({rows})")
+        train = (" + ".join(parts) + f"; selection and threshold on the {t23}/development validation part "
+                 f"({n('task23_valid')})")
+        return {"train": train, "eval": f"{t23}/evaluation ({n('task23_eval')})"}
     return {
-        "task1": {"train": f"{t1}/development (80% train, 20% validation by video)", "eval": f"{t1}/evaluation"},
-        "task2": {"train": f"{t1}/development (the Task 1 model, untouched)", "eval": f"{t23}/evaluation"},
-        "task3": {"train": f"{t1}/development + {t23}/development", "eval": f"{t23}/evaluation"},
+        "task1": {"train": f"{t1}/development: {n('task1_train')} training, {n('task1_valid')} validation images "
+                           "(split by video)", "eval": f"{t1}/evaluation ({n('task1_eval')})"},
+        "task2": {"train": f"{t1}/development (the Task 1 model, untouched)",
+                  "eval": f"{t23}/evaluation ({n('task23_eval')})"},
     }[task]
 
 
@@ -277,41 +327,52 @@ def _evaluate(scores: pd.DataFrame, valid_scores: pd.DataFrame, config: LabConfi
 
 def _run_detector(name, config, manifests, out, scores_file, valid_file, results):
     models = out / "models" / name
-    detector = train_or_resume(name, config, manifests["task1_train"], manifests["task1_valid"],
-                               models / "task1", f"{Path(config.task1).name}/development")
-    valid_scores = score_manifest(detector, manifests["task1_valid"], scores_file=valid_file, task="task1",
-                                  detector_name=name, split="development-validation")
-    task1 = score_manifest(detector, manifests["task1_eval"], scores_file=scores_file, task="task1",
-                           detector_name=name, split="evaluation")
-    results["task1"][name] = _evaluate(task1, valid_scores, config)
-    if hasattr(detector, "self_blend_examples"):
-        reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
-        examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
-                                                out / "plots" / f"self_blended_{name}.png")
-        if examples is not None:
-            results["task1"][name]["figures"] = [{"path": str(examples.relative_to(out)),
-                                                  "caption": f"{name}: self-blended training examples"}]
-    if getattr(detector, "pair_accuracy_", None) is not None:
-        results["task1"][name]["pair_accuracy"] = float(detector.pair_accuracy_)
-    if "task23_eval" not in manifests:
+    tasks = set(config.tasks)
+    if tasks & {1, 2}:
+        detector = train_or_resume(name, config, manifests["task1_train"], manifests["task1_valid"],
+                                   models / "task1", f"{Path(config.task1).name}/development")
+        valid_scores = score_manifest(detector, manifests["task1_valid"], scores_file=valid_file, task="task1",
+                                      detector_name=name, split="development-validation")
+    if 1 in tasks:
+        task1 = score_manifest(detector, manifests["task1_eval"], scores_file=scores_file, task="task1",
+                               detector_name=name, split="evaluation")
+        results["task1"][name] = _evaluate(task1, valid_scores, config)
+        _task1_extras(name, detector, manifests, out, results["task1"][name])
+    if 2 in tasks and "task23_eval" in manifests:
+        task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",
+                               detector_name=name, split="evaluation")
+        results["task2"][name] = _evaluate(task2, valid_scores, config)
+    if not _runs_task3(config) or "task23_train" not in manifests:
         return
-    task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",
-                           detector_name=name, split="evaluation")
-    results["task2"][name] = _evaluate(task2, valid_scores, config)
-    if not config.task3 or "task23_train" not in manifests:
-        return
-    train = pd.concat([manifests["task1_train"], manifests["task23_train"]], ignore_index=True)
+    train = pd.concat([manifests["task1_train"], manifests["task23_train"]]
+                      + ([manifests["task3_extra"]] if "task3_extra" in manifests else []), ignore_index=True)
     # Model selection (early stopping, stacking) on the target database's validation part only: Task 3
     # is judged on that database, and the easy Task 1 validation frames would dominate a pooled AUC.
     valid = manifests["task23_valid"]
-    task3_detector = train_or_resume(name, config, train, valid, models / "task3",
-                                     f"{Path(config.task1).name}/development + {Path(config.task23).name}/development")
+    task3_detector = train_or_resume(name, config, train, valid, models / "task3", _task3_training_sets(config))
     # The threshold comes from the target database's own development (validation) data.
     task3_valid = score_manifest(task3_detector, manifests["task23_valid"], scores_file=valid_file, task="task3",
                                  detector_name=name, split="development-validation")
     task3 = score_manifest(task3_detector, manifests["task23_eval"], scores_file=scores_file, task="task3",
                            detector_name=name, split="evaluation")
     results["task3"][name] = _evaluate(task3, task3_valid, config)
+
+
+def _task1_extras(name, detector, manifests, out, result) -> None:
+    if hasattr(detector, "self_blend_examples"):
+        reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
+        examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
+                                                out / "plots" / f"self_blended_{name}.png")
+        if examples is not None:
+            result["figures"] = [{"path": str(examples.relative_to(out)),
+                                  "caption": f"{name}: self-blended training examples"}]
+    if getattr(detector, "pair_accuracy_", None) is not None:
+        result["pair_accuracy"] = float(detector.pair_accuracy_)
+
+
+def _task3_training_sets(config: LabConfig) -> str:
+    names = [f"{Path(config.task1).name}/development", f"{Path(config.task23).name}/development"]
+    return " + ".join(names + [f"{Path(root).name}/development" for root in config.task3_data])
 
 
 def skipped_files(scores: pd.DataFrame) -> list[dict]:
@@ -325,4 +386,11 @@ def skipped_files(scores: pd.DataFrame) -> list[dict]:
 
 
 def config_to_dict(config: LabConfig) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    def plain(value):
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in asdict(config).items()}

@@ -9,7 +9,10 @@ parts, ``*.skops`` files. Loading verifies every file's sha256 and never runs co
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -29,8 +32,27 @@ CONFIG_FILE = "config.json"
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
 RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir"})
 
-#: Modules whose classes a stranger's ``.skops`` file may instantiate.
-_TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
+#: The types, beyond those skops trusts by default (scikit-learn estimators, NumPy arrays, plain
+#: containers), that the scikit-learn parts of this package's own models contain: every classifier
+#: of :data:`dflab.detectors.classic.CLASSIFIERS`, the siamese MLP, the stacking and calibration
+#: models (``tests/test_model_security.py`` recomputes the list from them). Nothing else in a
+#: ``.skops`` file is ever loaded: never a module prefix, since ``builtins`` alone holds ``open``,
+#: ``eval`` and ``getattr``.
+TRUSTED_SKOPS_TYPES = frozenset({
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.tree._tree.Tree",
+})
+
+#: Limits on what a model file may make this program read.
+MAX_CONFIG_BYTES = 16 * 2**20
+MAX_MODEL_FILE_BYTES = 2 * 2**30
+MAX_SAFETENSORS_HEADER_BYTES = 64 * 2**20
+#: The only names a model's files may have: no folders, no hidden files, a known kind.
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(safetensors|skops)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ModelFileError(ValueError):
@@ -159,19 +181,60 @@ class Detector(BaseEstimator):
     @classmethod
     def load(cls, path: str | Path, **runtime_params) -> "Detector":
         """Load a model saved by :meth:`save` (any detector type; the config names it)."""
-        from .registry import create
+        from .registry import UnknownDetectorError, create, get
 
         config, files = read_model_files(path)
-        detector = create(config["detector"], **config["params"], **runtime_params)
+        name = config["detector"]
+        try:
+            entry = get(name)
+        except UnknownDetectorError:
+            raise ModelFileError(path, f"unknown detector {name!r} (made by another dflab version?)") from None
+        params = _checked_model_params(entry.cls, config["params"], path)
+        unknown_runtime = sorted(set(runtime_params) - set(inspect.signature(entry.cls.__init__).parameters))
+        runtime_params = {k: v for k, v in runtime_params.items() if k not in unknown_runtime}
+        try:
+            detector = create(name, **params, **runtime_params)
+        except (TypeError, ValueError) as err:
+            raise ModelFileError(path, f"parameters do not fit {name} ({_one_line(err)})") from None
         if cls is not Detector and not isinstance(detector, cls):
-            raise ModelFileError(path, f"holds a {config['detector']} model, not a {cls.__name__}")
+            raise ModelFileError(path, f"holds a {name} model, not a {cls.__name__}")
         try:
             detector._set_state(_deserialise_state(files, config.get("state", {}), path))
-        except (KeyError, ValueError, TypeError) as err:
-            raise ModelFileError(path, f"model state does not fit {config['detector']} ({err})") from None
+        except ModelFileError:
+            raise
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
+            raise ModelFileError(path, f"model state does not fit {name} ({_one_line(err)})") from None
         detector.fitted_ = True
         detector.model_info_ = config.get("info", {})
         return detector
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def _checked_model_params(cls: type, params: dict, path) -> dict:
+    """A model file's parameters, checked against the detector's ``__init__``: only its model
+    parameters (runtime settings such as ``cache_dir`` come from the caller, never from a file),
+    each of the type of its default."""
+    signature = inspect.signature(cls.__init__).parameters
+    for key, value in params.items():
+        if key in RUNTIME_PARAMS:
+            raise ModelFileError(path, f"refusing runtime setting {key!r} in the model's parameters "
+                                       "(runtime settings come from the command line or the caller)")
+        if key not in signature or key == "self":
+            raise ModelFileError(path, f"unknown parameter {key!r} for {cls.__name__}")
+        default = signature[key].default
+        if default is inspect.Parameter.empty or default is None or value is None:
+            continue
+        expected = (int, float) if type(default) is float else type(default)
+        if isinstance(default, (list, tuple)):
+            expected = (list, tuple)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+            raise ModelFileError(path, f"parameter {key!r} is {type(value).__name__}, expected "
+                                       f"{type(default).__name__}")
+    return params
 
 
 def load_detector(path: str | Path, **runtime_params) -> Detector:
@@ -246,56 +309,129 @@ def _deserialise_state(files: dict[str, bytes], config_state: dict, path) -> dic
     state: dict[str, Any] = dict(config_state)
     for name, data in files.items():
         if name == ARRAYS_FILE:
-            state.update(load_arrays(data))
+            _check_safetensors_header(data, f"{path}/{name}")
+            try:
+                state.update(load_arrays(data))
+            except Exception as err:  # noqa: BLE001 - safetensors' own error type is not importable stably
+                raise ModelFileError(f"{path}/{name}", f"not a valid safetensors file ({_one_line(err)})") from None
         elif name.endswith(".skops"):
             state[name[: -len(".skops")]] = _load_skops(data, f"{path}/{name}")
     return state
 
 
+def _check_safetensors_header(data: bytes, name: str) -> None:
+    """safetensors starts with an 8-byte little-endian header length: check it before parsing."""
+    if len(data) < 8:
+        raise ModelFileError(name, "not a valid safetensors file (shorter than its header)")
+    (header_bytes,) = struct.unpack("<Q", data[:8])
+    if header_bytes > min(MAX_SAFETENSORS_HEADER_BYTES, len(data) - 8):
+        raise ModelFileError(name, f"not a valid safetensors file (header of {header_bytes} bytes)")
+
+
 def _load_skops(data: bytes, name: str):
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(_TRUSTED_SKOPS_PREFIXES)]
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file: any parse error
+        raise ModelFileError(name, f"not a valid skops file ({_one_line(err)})") from None
+    refused = sorted(t for t in untrusted if t not in TRUSTED_SKOPS_TYPES)
     if refused:
-        raise ModelFileError(name, f"refusing to load types outside scikit-learn/numpy: {', '.join(refused)}")
-    return skops.io.loads(data, trusted=untrusted)
+        raise ModelFileError(name, f"refusing to load types outside dflab's scikit-learn allow-list: "
+                                   f"{', '.join(refused)[:300]}")
+    try:
+        return skops.io.loads(data, trusted=sorted(untrusted))
+    except Exception as err:  # noqa: BLE001 - only allow-listed types are built; anything failing is damage
+        raise ModelFileError(name, f"not a valid skops file ({_one_line(err)})") from None
 
 
 def read_model_files(path: str | Path) -> tuple[dict, dict[str, bytes]]:
-    """Read and verify a saved model: returns (config, {file name: bytes}). Raises ModelFileError."""
+    """Read and verify a saved model: returns (config, {file name: bytes}). Raises ModelFileError.
+
+    The config is checked against its schema and every file name is checked before any file is
+    opened; sizes are capped; every file must match its sha256 and the config its content hash."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(path, "no such model file or folder")
     try:
         if path.is_dir():
-            if not (path / CONFIG_FILE).exists():
+            config_path = path / CONFIG_FILE
+            if not config_path.is_file():
                 raise ModelFileError(path, f"not a dflab model folder (no {CONFIG_FILE})")
-            config = json.loads((path / CONFIG_FILE).read_text())
-            names = list(config.get("files", {}))
-            files = {name: (path / name).read_bytes() for name in names}
+            config = _parse_config(_read_capped(config_path, MAX_CONFIG_BYTES), path)
+            files = {}
+            for name in config["files"]:
+                file_path = path / name
+                if not file_path.is_file() or file_path.is_symlink():
+                    raise ModelFileError(path, f"{name} is missing (listed in {CONFIG_FILE})")
+                files[name] = _read_capped(file_path, MAX_MODEL_FILE_BYTES)
         elif zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read(CONFIG_FILE))
-                files = {name: archive.read(name) for name in config.get("files", {})}
+                config = _parse_config(_read_member(archive, CONFIG_FILE, MAX_CONFIG_BYTES, path), path)
+                files = {name: _read_member(archive, name, MAX_MODEL_FILE_BYTES, path) for name in config["files"]}
         else:
             raise ModelFileError(path, "not a dflab model (expected a folder or a .zip with config.json)")
     except ModelFileError:
         raise
-    except (OSError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as err:
-        raise ModelFileError(path, f"unreadable model ({type(err).__name__}: {err})") from None
-    if config.get("format") != MODEL_FORMAT:
-        raise ModelFileError(path, f"not a dflab model (format {config.get('format')!r})")
-    if config.get("format_version", 0) > MODEL_FORMAT_VERSION:
-        raise ModelFileError(path, f"model format {config['format_version']} is newer than this dflab supports")
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as err:
+        raise ModelFileError(path, f"unreadable model ({type(err).__name__}: {_one_line(err)})") from None
     for name, expected in config["files"].items():
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise ModelFileError(path, f"unsafe file name in config: {name!r}")
         if hashlib.sha256(files[name]).hexdigest() != expected:
             raise ModelFileError(path, f"{name} does not match its sha256 in {CONFIG_FILE} (file changed or damaged)")
     if config.get("content_hash") != _content_hash(config):
         raise ModelFileError(path, "content hash mismatch: config.json was edited or damaged")
     return config, files
+
+
+def _read_capped(file_path: Path, limit: int) -> bytes:
+    size = file_path.stat().st_size
+    if size > limit:
+        raise ModelFileError(file_path, f"{size} bytes is more than a model file may hold ({limit})")
+    return file_path.read_bytes()
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:
+    try:
+        member = archive.getinfo(name)
+    except KeyError:
+        raise ModelFileError(path, f"{name} is missing from the archive") from None
+    if member.file_size > limit:
+        raise ModelFileError(path, f"{name}: {member.file_size} bytes is more than a model file may hold ({limit})")
+    return archive.read(member)
+
+
+def _parse_config(raw: bytes, path: Path) -> dict:
+    """``config.json`` -> dict, checked against the schema of :meth:`Detector.save`."""
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise ModelFileError(path, f"{CONFIG_FILE} is not valid JSON ({_one_line(err)})") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(path, f"{CONFIG_FILE} is not a JSON object")
+    if config.get("format") != MODEL_FORMAT:
+        raise ModelFileError(path, f"not a dflab model (format {str(config.get('format'))[:40]!r})")
+    version = config.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(path, f"{CONFIG_FILE}: format_version must be an integer")
+    if version > MODEL_FORMAT_VERSION:
+        raise ModelFileError(path, f"model format {version} is newer than this dflab supports")
+    schema = {"detector": str, "params": dict, "state": dict, "files": dict, "content_hash": str}
+    for key, kind in schema.items():
+        if not isinstance(config.get(key), kind):
+            found = "missing" if key not in config else type(config[key]).__name__
+            raise ModelFileError(path, f"{CONFIG_FILE}: {key!r} must be a {kind.__name__} ({found})")
+    if not isinstance(config.setdefault("info", {}), dict):
+        raise ModelFileError(path, f"{CONFIG_FILE}: 'info' must be an object")
+    for name, digest in config["files"].items():
+        if not _SAFE_FILE_NAME.match(name):
+            raise ModelFileError(path, f"unsafe file name in config: {name[:80]!r}")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise ModelFileError(path, f"{CONFIG_FILE}: the sha256 of {name} is not 64 hex digits")
+    thresholds = config["info"].get("thresholds")
+    if thresholds is not None and not (isinstance(thresholds, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in thresholds.values())):
+        raise ModelFileError(path, f"{CONFIG_FILE}: info.thresholds must map levels to numbers")
+    return config
 
 
 def read_model_config(path: str | Path) -> dict:
