@@ -126,3 +126,27 @@ def test_the_task3_tuning_script_trains_as_the_lab_does(tiny_lab, tmp_path):
     lab_auc = result["tasks"]["task3"]["detectors"]["ela-logreg"]["frame"]["auc"]
     assert summary["task23_eval_auc"] == pytest.approx(lab_auc, abs=1e-4)
     assert json.loads((model / "config.json").read_text())["info"]["n_valid"] == len(manifests["task23_valid"])
+
+
+def test_task3_data_joins_task3_training_and_tasks_3_keeps_the_others(tiny_lab, tmp_path):
+    extra = tmp_path / "extra"
+    make_lab(extra, n_videos_dev=2, n_videos_eval=2, frames_per_video=1, size=96, n_t23_dev=14, n_t23_eval=2, seed=9)
+    out = tmp_path / "out"
+    first = run_lab(_config(tiny_lab, out, task3=False))
+    assert set(first["tasks"]) == {"task1", "task2"}
+    extra_root = extra / "Task_2_3"
+    n_extra = len([p for p in (extra_root / "development").rglob("*") if p.is_file()])
+    result = run_lab(_config(tiny_lab, out, task3_data=[extra_root], tasks=(3,)))
+    # Tasks 1 and 2 are kept from the first run; Task 3 is trained with the extra rows.
+    assert set(result["tasks"]) == {"task1", "task2", "task3"}
+    assert result["tasks"]["task1"] == first["tasks"]["task1"]
+    n_train = len(pd.read_csv(out / "manifests" / "task1_train.csv")) + len(pd.read_csv(out / "manifests" / "task23_train.csv"))
+    assert len(pd.read_csv(out / "manifests" / "task3_extra.csv")) == n_extra
+    info = json.loads((out / "models" / "ela-logreg" / "task3" / "config.json").read_text())["info"]
+    assert info["n_train"] == n_train + n_extra
+    assert info["n_valid"] == len(pd.read_csv(out / "manifests" / "task23_valid.csv"))
+    # The report names every training set with its size.
+    assert f"{extra_root.name}/development ({n_extra})" in result["tasks"]["task3"]["train"]
+    assert f"{extra_root.name}/development ({n_extra})" in (out / "report.html").read_text()
+    scores = pd.read_csv(out / "scores.csv")
+    assert (scores["task"] == "task3").sum() == 32

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from enum import Enum
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -40,6 +42,18 @@ WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes for
 ParamOption = typer.Option(
     [], "--param", "-p", metavar="[DETECTOR.]KEY=VALUE",
     help="Detector parameter (repeatable), e.g. epochs=5 or efficientnet-lite0.epochs=5; VALUE is JSON or text.")
+
+
+class FacesMode(str, Enum):
+    auto = "auto"
+    detect = "detect"
+    whole = "whole"
+
+
+class Aggregation(str, Enum):
+    mean_prob = "mean_prob"
+    mean_logit = "mean_logit"
+    confident = "confident"
 
 
 class UserError(Exception):
@@ -139,16 +153,22 @@ def _existing(path: Path, what: str) -> Path:
 
 @app.command("detectors")
 def detectors_command() -> None:
-    """List the available detectors, one line each."""
-    from .detectors import available
+    """List the available detectors, one line each, and which are ready to use without training."""
+    from .detectors import available, create
 
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("name")
     table.add_column("family")
+    table.add_column("status")
     table.add_column("description")
     for name, entry in available().items():
-        table.add_row(name, entry.family, entry.description)
+        if entry.cls.trainable:
+            status = "train first"
+        else:
+            status = "ready" if create(name).is_fitted() else "needs weights"
+        table.add_row(name, entry.family, status, entry.description)
     out_console.print(table)
+    out_console.print("dflab predict FILE uses dflab-face when no --model or --detector is given.")
 
 
 # -- faces --------------------------------------------------------------------------------------
@@ -191,17 +211,22 @@ def faces_extract(
 
 @weights_app.command("list")
 def weights_list() -> None:
-    """The weight files dflab knows, and whether each is present here."""
+    """The weight files dflab knows: shipped with the package (ready to use) or fetched, with their sha256."""
     from . import weights
+    from .detectors.ready import ready_model_dir, ready_models
 
     table = Table(show_header=True, header_style="bold", box=None)
-    for column in ("name", "present", "description", "licence"):
-        table.add_column(column)
+    for column in ("name", "present", "sha256", "description", "licence"):
+        table.add_column(column, overflow="fold")
+    for name in ready_models():
+        arrays = ready_model_dir(name) / "arrays.safetensors"
+        table.add_row(name, "shipped", weights.sha256_file(arrays), f"ready detector (model card: {arrays.parent / 'MODEL_CARD.md'})",
+                      "research use (DFDC and UADFV terms)")
     for name, entry in weights.WEIGHTS.items():
         present = "yes" if weights.local_path(name).exists() else "no"
-        table.add_row(name, present, entry.description, entry.licence)
+        table.add_row(name, present, entry.sha256 or "", entry.description, entry.licence)
     out_console.print(table)
-    out_console.print(f"folder: {weights.weights_dir()} (set $DFLAB_WEIGHTS to change it)")
+    out_console.print(f"fetched weights folder: {weights.weights_dir()} (set $DFLAB_WEIGHTS to change it)")
 
 
 @weights_app.command("fetch")
@@ -438,12 +463,17 @@ def _select_split(manifest, split: str, source: Path):
 
 
 def _load_model(model: Optional[Path], detector: Optional[str], workers: Optional[int]):
+    """The model of ``--model``, else the detector of ``--detector``, else the shipped ready detector."""
     from .detectors import create, load_detector
+    from .detectors.ready import DEFAULT_READY, ready_models
 
     if model is not None:
         return load_detector(_existing(model, "model"), workers=workers) if workers else load_detector(model)
     if detector is None:
-        raise UserError("give --model PATH (a trained model) or --detector NAME (a pretrained detector)")
+        if DEFAULT_READY not in ready_models():
+            raise UserError("give --model PATH (a trained model) or --detector NAME: the ready detector "
+                            f"{DEFAULT_READY} is not installed with this package")
+        return create(DEFAULT_READY).fit()
     built = create(detector)
     if not built.is_fitted():
         raise UserError(f"detector {detector} needs training first: `dflab train DATA --detector {detector} --out MODEL`")
@@ -505,21 +535,30 @@ def evaluate_command(
 def predict_command(
     target: Path = typer.Argument(..., help="An image, a video, or a folder of them."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
-    detector: Optional[str] = typer.Option(None, "--detector", "-d", help="A ready-to-use (pretrained) detector."),
+    detector: Optional[str] = typer.Option(
+        None, "--detector", "-d", help="A ready-to-use detector (default: the shipped dflab-face)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the scores as CSV."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
     threshold: Optional[float] = typer.Option(
-        None, help="Decision threshold on P(fake) for the verdict (default: the model's validation EER threshold, else 0.5)."),
-    frames: int = typer.Option(32, "--frames", "-n", help="Videos: frames sampled evenly over the video."),
-    aggregation: str = typer.Option("mean_prob", help="Videos: mean_prob, mean_logit or confident (DFDC winner's rule)."),
+        None, min=0.0, max=1.0,
+        help="Decision threshold on P(fake) for the verdict (default: the model's validation EER threshold, else 0.5)."),
+    faces: FacesMode = typer.Option(
+        FacesMode.auto, "--faces",
+        help="Images: detect = find every face and frame it as the model was trained; whole = score the image "
+             "as given (a face crop); auto = detect when the model records its face framing (dflab-face does)."),
+    frames: int = typer.Option(32, "--frames", "-n", min=1, max=10_000, help="Videos: frames sampled evenly over the video."),
+    aggregation: Aggregation = typer.Option(Aggregation.mean_prob,
+                                            help="Videos: mean_prob, mean_logit or confident (DFDC winner's rule)."),
     face_detector: str = FaceDetectorOption,
-    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Videos: write each frame's explanation over the face here."),
+    heatmap: Optional[Path] = typer.Option(
+        None, "--heatmap", help="Write each explanation over the picture (photos) or over each frame's face (videos) here."),
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
 ) -> None:
     """P(fake) for each image or video: printed, and optionally written as CSV/JSON.
 
-    Videos: frames are sampled evenly, the largest face of each is cropped and scored, and the
+    Photos: with the ready detector every face is found, framed as in training and scored (one row per
+    face). Videos: frames are sampled evenly, the largest face of each is cropped and scored, and the
     frame scores are aggregated into the video's P(fake)."""
     import numpy as np
     import pandas as pd
@@ -536,64 +575,120 @@ def predict_command(
             raise UserError(f"{target}: no image or video files found ({', '.join(sorted(media))})")
     else:
         files = [target]
-    if aggregation not in ("mean_prob", "mean_logit", "confident"):
-        raise UserError(f"--aggregation must be mean_prob, mean_logit or confident, not {aggregation!r}")
     scorer = _load_model(model, detector, workers)
     if threshold is None:
         threshold = ((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5)
+    faces, aggregation = FacesMode(faces).value, Aggregation(aggregation).value
+    framing = scorer.face_framing
+    if faces == "detect" and framing is None:
+        from .framing import FaceFraming
+
+        framing = FaceFraming(scale=1.3)  # the framing of dflab's own face crops (`dflab faces extract`)
+    detect_faces = faces == "detect" or (faces == "auto" and framing is not None)
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
-    files = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
-    video_results = _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold)
-    if not files:
-        _write_predictions(pd.DataFrame(video_results["rows"]), video_results["details"], scorer.name, threshold,
-                           csv, json_out)
-        if len(videos) == 1 and video_results["rows"][0]["verdict"] == "error":
-            raise UserError(f"{videos[0]}: {video_results['rows'][0]['error']}")
-        return
-    scores = scorer.predict_proba([str(f) for f in files], on_error="nan")
-    rows = pd.DataFrame({"path": [str(f) for f in files], "p_fake": scores})
-    rows["verdict"] = np.where(np.isnan(scores), "error", np.where(scores >= threshold, "fake", "real"))
-    rows["error"] = [failure_reason(p) if np.isnan(s) else "" for p, s in zip(rows["path"], scores)]
-    rows = pd.concat([rows, pd.DataFrame(video_results["rows"], columns=rows.columns)], ignore_index=True)
-    _write_predictions(rows, video_results["details"], scorer.name, threshold, csv, json_out)
-    if len(files) == 1 and not videos and np.isnan(scores[0]):
-        raise UserError(f"{files[0]}: {rows['error'].iloc[0]}")
+    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    video_results = _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold, framing)
+    if detect_faces:
+        photo_results = _predict_photos(scorer, images, framing, face_detector, threshold, heatmap)
+        rows, photo_details = photo_results["rows"], photo_results["details"]
+    else:
+        scores = scorer.predict_proba([str(f) for f in images], on_error="nan") if images else np.zeros(0)
+        rows = [{"path": str(f), "face": "", "box": "", "p_fake": float(p),
+                 "verdict": "error" if np.isnan(p) else ("fake" if p >= threshold else "real"),
+                 "error": failure_reason(str(f)) if np.isnan(p) else ""} for f, p in zip(images, scores)]
+        photo_details = []
+        if heatmap is not None:
+            _whole_image_heatmaps(scorer, images, scores, heatmap)
+    table = pd.DataFrame(rows + video_results["rows"], columns=PREDICTION_COLUMNS)
+    _write_predictions(table, video_results["details"], photo_details, scorer.name, threshold, csv, json_out)
+    if len(files) == 1 and len(table) == 1 and table["verdict"].iloc[0] == "error":
+        raise UserError(f"{files[0]}: {table['error'].iloc[0]}")
 
 
-def _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold) -> dict:
+#: One row per face (photos), per image (``--faces whole``) or per video.
+PREDICTION_COLUMNS = ["path", "face", "box", "p_fake", "verdict", "error"]
+
+
+def _predict_photos(scorer, images, framing, face_detector, threshold, heatmap) -> dict:
+    from .photo import predict_photo
+    from .progress import track
+
+    rows, details = [], []
+    for image in track(images, "photos"):
+        result = predict_photo(scorer, image, framing=framing, threshold=threshold, face_detector=face_detector,
+                               heatmap_dir=heatmap)
+        details.append(result)
+        if result["status"] != "ok":
+            verdict = "no face" if result["status"] == "no_face" else "error"
+            rows.append({"path": str(image), "face": "", "box": "", "p_fake": float("nan"), "verdict": verdict,
+                         "error": result["reason"]})
+        for face in result["faces"]:
+            rows.append({"path": str(image), "face": face["face"], "box": " ".join(f"{v:.0f}" for v in face["box"]),
+                         "p_fake": face["p_fake"], "verdict": face["verdict"], "error": ""})
+    return {"rows": rows, "details": details}
+
+
+def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from .images import load_image
+    from .progress import warn
+    from .video import overlay_heatmap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, p_fake in zip(images, scores):
+        if np.isnan(p_fake):
+            continue
+        try:
+            heat = scorer.explain(str(image))
+        except NotImplementedError as err:
+            warn(f"no heatmaps ({err})")
+            return
+        picture = load_image(str(image))
+        cv2.imwrite(str(folder / f"{image.stem}_heatmap.png"),
+                    cv2.cvtColor(overlay_heatmap(picture, heat), cv2.COLOR_RGB2BGR))
+
+
+def _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold, framing) -> dict:
     from .progress import track
     from .video import predict_video
 
     rows, details = [], []
     for video in track(videos, "videos"):
         result = predict_video(scorer, video, n_frames=frames, face_detector=face_detector, aggregation=aggregation,
-                               heatmap_dir=heatmap)
+                               heatmap_dir=heatmap, framing=framing)
         p_fake = result["p_fake"]
         ok = result["status"] == "ok" and p_fake == p_fake
-        verdict = ("fake" if p_fake >= threshold else "real") if ok else "error"
+        verdict = ("fake" if p_fake >= threshold else "real") if ok else \
+            ("no face" if result["status"] == "no_face" else "error")
         error = "" if ok else (result.get("reason") or result["status"])
-        rows.append({"path": str(video), "p_fake": p_fake, "verdict": verdict, "error": error})
+        rows.append({"path": str(video), "face": "", "box": "", "p_fake": p_fake, "verdict": verdict, "error": error})
         details.append(result)
     return {"rows": rows, "details": details}
 
 
-def _write_predictions(rows, video_details, detector_name, threshold, csv, json_out) -> None:
+def _write_predictions(rows, video_details, photo_details, detector_name, threshold, csv, json_out) -> None:
     import numpy as np
+    from rich.markup import escape
 
     if csv:
         rows.to_csv(csv, index=False)
     if json_out:
         payload = {"detector": detector_name, "threshold": threshold,
-                   "results": json.loads(rows.to_json(orient="records")), "videos": video_details}
+                   "results": json.loads(rows.to_json(orient="records")), "photos": photo_details,
+                   "videos": video_details}
         json_out.write_text(json.dumps(payload, indent=2, default=_json_default))
     for row in rows.itertuples():
-        score = "  error" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
+        score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
+        face = f"  face {row.face} [{row.box}]" if row.face != "" else ""
         extra = f"  ({row.error})" if row.error else ""
-        out_console.print(f"{score}  {row.verdict:5}  {row.path}{extra}", highlight=False)
+        out_console.print(escape(f"{score}  {row.verdict:7}  {row.path}{face}{extra}"), highlight=False)
     for detail in video_details:
         if detail["status"] == "ok" and not is_quiet():
-            out_console.print(f"         {detail['video']}: {detail['aggregation']} over "
-                              f"{detail['frames_with_face']}/{detail['frames']} frames with a face", highlight=False)
+            out_console.print(escape(f"         {detail['video']}: {detail['aggregation']} over "
+                                     f"{detail['frames_with_face']}/{detail['frames']} frames with a face"),
+                              highlight=False)
 
 
 def _json_default(value):

@@ -106,6 +106,56 @@ def square_region(box: Sequence[float], scale: float, height: int, width: int) -
     return left, top, left + side, top + side
 
 
+@dataclass(frozen=True)
+class FaceFraming:
+    """How a model's training crops frame a face, so that a face found in a photo or a video frame
+    can be cut the same way: a square of ``scale`` x the face box's longer side, its centre
+    ``shift_y`` box sides below the box's centre (crops often show more chin than forehead), moved
+    inside the picture when it passes an edge. Measured on the training crops (MTCNN boxes) and kept
+    in the model's ``info``."""
+
+    scale: float
+    shift_y: float = 0.0
+
+    @classmethod
+    def from_info(cls, info: dict | None) -> "FaceFraming | None":
+        framing = (info or {}).get("framing")
+        if not isinstance(framing, dict) or not isinstance(framing.get("scale"), (int, float)):
+            return None
+        return cls(float(framing["scale"]), float(framing.get("shift_y", 0.0)))
+
+    def to_info(self) -> dict:
+        return {"scale": self.scale, "shift_y": self.shift_y}
+
+    def region(self, box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        shift = self.shift_y * max(x1 - x0, y1 - y0)
+        return square_region((x0, y0 + shift, x1, y1 + shift), self.scale, height, width)
+
+    def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+        left, top, right, bottom = self.region(box, *image.shape[:2])
+        return np.ascontiguousarray(image[top:bottom, left:right])
+
+
+def measure_framing(sources: Sequence[ImageLike], *, workers: int | None = None) -> tuple[FaceFraming, int]:
+    """The framing of a set of face crops (medians over the crops where MTCNN finds a face) and the
+    number of crops it was measured on."""
+    scales, shifts = [], []
+    for source, face in zip(sources, locate_faces(sources, workers=workers, description="measuring framing")):
+        if face is None:
+            continue
+        from .images import load_image
+
+        height, width = load_image(source).shape[:2]
+        x0, y0, x1, y1 = face.box
+        side = max(x1 - x0, y1 - y0)
+        scales.append(min(height, width) / side)
+        shifts.append((height / 2 - (y0 + y1) / 2) / side)
+    if not scales:
+        raise ValueError("no face found in any crop: cannot measure the framing")
+    return FaceFraming(round(float(np.median(scales)), 3), round(float(np.median(shifts)), 3)), len(scales)
+
+
 def reframe(image: np.ndarray, face: FaceLocation | None, scale: float | None
             ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(crop, landmarks in the crop)`` under the policy; the image itself when there is no policy

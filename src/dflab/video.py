@@ -450,7 +450,8 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45)
 
 def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face_detector="mtcnn",
                   aggregation: str = "mean_prob", heatmap_dir: str | os.PathLike | None = None,
-                  scale: float = 1.3, size: int = 256, face_detector_options: dict | None = None) -> dict:
+                  scale: float = 1.3, size: int = 256, face_detector_options: dict | None = None,
+                  framing=None) -> dict:
     """P(fake) of a video: sample frames, crop the largest face of each, score the crops with
     ``detector.predict_proba`` and aggregate. Never raises for a bad video: the result's ``status``
     is ``ok``, ``no_face`` (``p_fake`` NaN) or ``error`` (``reason`` says why).
@@ -458,7 +459,8 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
     Returns ``{"video", "p_fake", "aggregation", "status", "reason", "frames", "frames_with_face",
     "frame_scores": [{"frame_index", "timestamp", "p_fake", "confidence", "box"}], "heatmaps": [...]}``.
     With ``heatmap_dir``, each scored face's ``detector.explain`` map is written over the face as
-    ``<video stem>_f<frame>.png``.
+    ``<video stem>_f<frame>.png``. ``framing`` (a :class:`dflab.framing.FaceFraming`, the model's
+    own) cuts faces as the model's training crops were cut, instead of ``scale`` x box at ``size``.
     """
     from .faces import crop_face, get_face_detector, select_faces
     from .progress import warn
@@ -481,7 +483,10 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
     if not scored:
         result.update(status="no_face", reason=f"no face in any of {len(frames)} frames")
         return result
-    crops = [crop_face(frame.image, face.box, scale=scale, size=size) for frame, face in scored]
+    if framing is not None:
+        crops = [framing.crop(frame.image, face.box) for frame, face in scored]
+    else:
+        crops = [crop_face(frame.image, face.box, scale=scale, size=size) for frame, face in scored]
     probabilities = np.asarray(detector.predict_proba(crops, on_error="nan"), dtype=np.float64)
     result["frame_scores"] = [
         {"frame_index": frame.index, "timestamp": round(frame.timestamp, 4), "p_fake": float(p),

@@ -130,6 +130,14 @@ class Detector(BaseEstimator):
         return getattr(self, "fitted_", False)
 
     @property
+    def face_framing(self):
+        """How this model's training crops frame a face (:class:`dflab.framing.FaceFraming`), when its
+        model info records it; ``dflab predict`` then finds and frames faces itself."""
+        from ..framing import FaceFraming
+
+        return FaceFraming.from_info(getattr(self, "model_info_", None))
+
+    @property
     def name(self) -> str:
         return self.registry_name or type(self).__name__
 
@@ -148,10 +156,11 @@ class Detector(BaseEstimator):
         return {k: v for k, v in self.get_params(deep=False).items() if k not in RUNTIME_PARAMS}
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path: str | Path, *, info: dict | None = None) -> Path:
-        """Write the trained model to a folder, or to a zip when ``path`` ends in ``.zip``."""
+    def save(self, path: str | Path, *, info: dict | None = None, float16: bool = False) -> Path:
+        """Write the trained model to a folder, or to a zip when ``path`` ends in ``.zip``.
+        ``float16`` stores floating-point arrays at half precision (half the size; loaded back as float32)."""
         self._check_fitted()
-        files, config_state = _serialise_state(self._get_state())
+        files, config_state = _serialise_state(self._get_state(), float16=float16)
         config = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -193,7 +202,7 @@ class Detector(BaseEstimator):
         unknown_runtime = sorted(set(runtime_params) - set(inspect.signature(entry.cls.__init__).parameters))
         runtime_params = {k: v for k, v in runtime_params.items() if k not in unknown_runtime}
         try:
-            detector = create(name, **params, **runtime_params)
+            detector = create(name, **{**params, **runtime_params})
         except (TypeError, ValueError) as err:
             raise ModelFileError(path, f"parameters do not fit {name} ({_one_line(err)})") from None
         if cls is not Detector and not isinstance(detector, cls):
@@ -282,7 +291,7 @@ def _content_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _serialise_state(state: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, Any]]:
+def _serialise_state(state: dict[str, Any], float16: bool = False) -> tuple[dict[str, bytes], dict[str, Any]]:
     from safetensors.numpy import save as save_arrays
 
     arrays: dict[str, np.ndarray] = {}
@@ -291,6 +300,8 @@ def _serialise_state(state: dict[str, Any]) -> tuple[dict[str, bytes], dict[str,
     for key, value in state.items():
         if isinstance(value, np.ndarray):
             # np.ascontiguousarray would turn 0-d arrays (e.g. BatchNorm counters) into shape (1,).
+            if float16 and value.dtype.kind == "f":
+                value = value.astype(np.float16)
             arrays[key] = value if value.flags.c_contiguous else value.copy(order="C")
         elif isinstance(value, BaseEstimator):
             import skops.io

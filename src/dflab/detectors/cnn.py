@@ -6,7 +6,7 @@ Networks (state_dict keys in brackets):
 * plain: the timm network with a one-logit classifier (``net.*``);
 * ``autoatt`` (Bonettini et al., ICPR 2020): after the third stage of the EfficientNet (B4: block 9,
   56 channels) a 1x1 convolution + sigmoid gives an attention map that multiplies the features
-  (``net.*``, ``attconv.*``); :meth:`CNNDetector.explain` returns that map;
+  (``net.*``, ``attconv.*``); :meth:`CNNDetector.explain` returns that map (other networks: Grad-CAM);
 * ``st``: the ICPR "siamese tuning" network, BatchNorm1d + Linear on the pooled features of a plain or
   autoatt network (``feat.*``, ``head.0.*``, ``head.1.*``). Trained as in ICPR 2020 in two stages:
   the features with a triplet loss (anchor and positive of one class, negative of the other, all
@@ -24,18 +24,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from .. import weights as weight_files
-from ..framing import locate_faces, square_region
-from ..images import ImageLike, load_image
 from .registry import register
 from .base import as_training_set
-from .torch_common import (TorchDetector, TrainSettings, map_in_order, pair_links, resize_square, sample_triplets,
-                           to_tensor, train_binary, train_metric)
+from .torch_common import (TorchDetector, TrainSettings, map_in_order, pair_links, sample_triplets, train_binary,
+                           train_metric)
 
 
 @dataclass(frozen=True)
@@ -409,28 +406,13 @@ class CNNDetector(TorchDetector):
         self.model_, self.fitted_ = model, True
         return self
 
-    def explain(self, image: ImageLike) -> np.ndarray:
-        """The attention map (autoatt variants) at the image's size, in [0, 1]."""
-        self._check_fitted()
-        net = self.model_.feat if isinstance(self.model_, SiameseTunedNet) else self.model_
+    def explanation_map(self, x: torch.Tensor, model: nn.Module) -> np.ndarray:
+        """-autoatt variants: their own attention map; every other network: Grad-CAM."""
+        net = model.feat if isinstance(model, SiameseTunedNet) else model
         if not isinstance(net, AutoAttNet):
-            raise NotImplementedError(f"{self.name} has no explanation map (use an -autoatt variant)")
-        picture = load_image(image)
-        # The network saw the image under the detector's crop policy: explain that region, then place
-        # the map where the region lies in the picture (0 outside it).
-        left, top, right, bottom = 0, 0, picture.shape[1], picture.shape[0]
-        face = locate_faces([picture], description=f"{self.name}: locating faces")[0] if self.crop_scale else None
-        if face is not None:
-            left, top, right, bottom = square_region(face.box, self.crop_scale, *picture.shape[:2])
-        region = picture[top:bottom, left:right]
-        x = to_tensor(resize_square(region, self.input_size), self.mean, self.std)[None]
-        device = self._device()
-        net = net.to(device).eval()
+            return super().explanation_map(x, model)
         with torch.inference_mode():
-            att = net.attention(x.to(device))[0, 0].float().cpu().numpy()
-        heatmap = np.zeros(picture.shape[:2], dtype=np.float32)
-        heatmap[top:bottom, left:right] = cv2.resize(att, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
-        return np.clip(heatmap, 0, 1)
+            return net.attention(x)[0, 0].float().cpu().numpy()
 
 
 class PretrainedCNNDetector(CNNDetector):

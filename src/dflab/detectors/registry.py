@@ -20,6 +20,7 @@ DETECTOR_MODULES = (
     "mesonet",
     "siamese",
     "ensemble",
+    "ready",
 )
 
 

@@ -235,6 +235,11 @@ class SiameseDetector(TorchDetector):
             scores[ok] = self.head_.predict_proba(embeddings[ok])[:, 1]
         return scores
 
+    def explanation_map(self, x, model) -> np.ndarray:
+        if self.head != "finetune":  # the MLP head is scikit-learn's: no gradient reaches the network
+            raise NotImplementedError(f"{self.name} (head='mlp') has no explanation map; head='finetune' has")
+        return super().explanation_map(x, model)
+
     def embed(self, images) -> np.ndarray:
         """The (N, embedding_dim) embeddings of images (NaN rows for unusable files)."""
         self._check_fitted()

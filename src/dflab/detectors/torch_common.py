@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..framing import locate_faces, reframe
+from ..framing import locate_faces, reframe, square_region
 from ..images import ImageError, ImageLike, load_image, source_name
 from ..progress import info, progress_bar, warn
 from ..sbi import sbi_grid, self_blend
@@ -697,6 +697,41 @@ def train_metric(model: nn.Module, images: ImageDataset, make_rows: Callable[[in
     return {"history": history, "device": str(device)}
 
 
+# -- explanation --------------------------------------------------------------------------------
+
+def last_convolution(model: nn.Module) -> nn.Module:
+    """The network's last ``Conv2d`` in registration order: the deepest spatial features of every
+    CNN here (EfficientNet's ``conv_head``, Xception's last separable conv, MesoNet's last conv)."""
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convolutions:
+        raise NotImplementedError(f"{type(model).__name__} has no convolution to explain")
+    return convolutions[-1]
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM map (H', W') in [0, 1] of the one-logit ``model`` for a batch of one image ``x``."""
+    layer = layer or last_convolution(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured["features"] = output
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logit = model(x.requires_grad_(True)).reshape(-1)[0]
+            model.zero_grad(set_to_none=True)
+            logit.backward()
+    finally:
+        handle.remove()
+    features = captured["features"].detach()[0]
+    gradients = captured["features"].grad.detach()[0]
+    cam = torch.relu((gradients.mean(dim=(1, 2))[:, None, None] * features).sum(dim=0))
+    peak = float(cam.max())
+    return (cam / peak).float().cpu().numpy() if peak > 0 else np.zeros(cam.shape, np.float32)
+
+
 # -- the Detector wiring ------------------------------------------------------------------------
 
 #: Parameters that change how a trained network is run, not how it is trained.
@@ -820,6 +855,32 @@ class TorchDetector(Detector):
                     name = source_name(source)
                     raise ImageError(name, error[len(name) + 2:] if error.startswith(name + ": ") else error)
         return self.scores_from_logits(logits)
+
+    def explain(self, image: ImageLike) -> np.ndarray:
+        """Where the network saw forgery, in [0, 1], the size of the image (:meth:`explanation_map`).
+
+        The network saw the image under the detector's crop policy: that region is explained and the
+        map placed where the region lies in the picture (0 outside it)."""
+        self._check_fitted()
+        picture = load_image(image)
+        left, top, right, bottom = 0, 0, picture.shape[1], picture.shape[0]
+        crop_scale = getattr(self, "crop_scale", None)
+        face = locate_faces([picture], description=f"{self.name}: locating faces")[0] if crop_scale else None
+        if face is not None:
+            left, top, right, bottom = square_region(face.box, crop_scale, *picture.shape[:2])
+        region = resize_square(picture[top:bottom, left:right], self.input_size)
+        device = self._device()
+        model = self.model_.to(device).eval()
+        region_map = self.explanation_map(to_tensor(region, self.mean, self.std)[None].to(device), model)
+        heatmap = np.zeros(picture.shape[:2], dtype=np.float32)
+        heatmap[top:bottom, left:right] = cv2.resize(np.asarray(region_map, np.float32), (right - left, bottom - top),
+                                                     interpolation=cv2.INTER_LINEAR)
+        return np.clip(heatmap, 0, 1)
+
+    def explanation_map(self, x: torch.Tensor, model: nn.Module) -> np.ndarray:
+        """Grad-CAM (Selvaraju et al., ICCV 2017) of the fake logit at the network's last convolution:
+        its feature maps weighted by the spatial mean of their gradients, ReLU, scaled to [0, 1]."""
+        return grad_cam(model, x)
 
     def _get_state(self) -> dict[str, Any]:
         return {**state_to_numpy(self.model_, prefix="model."), "training": getattr(self, "training_", {})}
