@@ -27,6 +27,21 @@ def run(*args: str) -> subprocess.CompletedProcess:
     (["lab", "--task1", "t", "--detector", "ela-logreg", "--n-boot", "1.5"], "'--n-boot'"),
     (["faces", "extract", "v.mp4", "--out", "o", "--scale", "big"], "'--scale'"),
     (["lab", "--task1", "t", "--detector", "ela-logreg", "--tasks", "4"], "--tasks"),
+    # Out-of-range and unknown values are refused at the edge, before any work.
+    (["predict", "x.png", "--frames", "0"], "'--frames'"),
+    (["predict", "x.png", "--frames", "-3"], "'--frames'"),
+    (["predict", "x.png", "--threshold", "1.5"], "'--threshold'"),
+    (["predict", "x.png", "--aggregation", "median"], "'--aggregation'"),
+    (["predict", "x.png", "--faces", "some"], "'--faces'"),
+    (["predict", "x.png", "--face-detector", "dlib"], "'--face-detector'"),
+    (["faces", "extract", "v.mp4", "--out", "o", "--size", "4"], "'--size'"),
+    (["faces", "extract", "v.mp4", "--out", "o", "--policy", "biggest"], "'--policy'"),
+    (["lab", "--task1", "t", "--detector", "ela-logreg", "--per-video", "0"], "'--per-video'"),
+    (["lab", "--task1", "t", "--detector", "ela-logreg", "--max-videos", "0"], "'--max-videos'"),
+    (["lab", "--task1", "t", "--detector", "ela-logreg", "--n-boot", "-5"], "'--n-boot'"),
+    (["evaluate", "d", "--n-boot", "0"], "'--n-boot'"),
+    (["train", "d", "--detector", "ela-logreg", "--out", "m", "--valid-fraction", "1.5"], "'--valid-fraction'"),
+    (["lab", "--task1", "t", "--detector", "ela-logreg", "--workers", "-1"], "'--workers'"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, needle):
     result = run(*args)
@@ -50,3 +65,38 @@ def test_file_names_are_not_markup(tmp_path):
     result = run("predict", str(weird), "--detector", "ela-logreg")
     assert result.returncode == 2 and "[/bold]face[red].png" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from dflab.synth import make_lab
+
+    root = tmp_path_factory.mktemp("usage-lab")
+    make_lab(root, n_videos_dev=2, n_videos_eval=2, frames_per_video=1, size=48, n_t23_dev=2, n_t23_eval=2, seed=2)
+    return root / "Task_1"
+
+
+def test_output_paths(dataset, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    a_folder = tmp_path / "a-folder"
+    a_folder.mkdir()
+    cases = [
+        (["data", "manifest", dataset, "--out", a_folder], "must be a file, but it is a folder"),
+        (["data", "manifest", dataset, "--out", a_file / "m.csv"], "a file of that name exists"),
+        (["lab", "--task1", dataset, "--detector", "ela-logreg", "--out", a_file], "must be a folder"),
+        (["evaluate", dataset, "--detector", "ela-logreg", "--out", a_file], "must be a folder"),
+        (["predict", dataset, "--detector", "ela-logreg", "--csv", a_folder], "must be a file"),
+        (["predict", dataset, "--detector", "ela-logreg", "--heatmap", a_file], "must be a folder"),
+        (["faces", "extract", dataset, "--out", a_file], "must be a folder"),
+    ]
+    for args, needle in cases:
+        result = run(*map(str, args))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert a_file.read_text() == "x"  # nothing written over it
+    # A missing parent folder is what a user means to have: it is created.
+    nested = tmp_path / "new" / "deeper" / "manifest.csv"
+    result = run("data", "manifest", str(dataset), "--out", str(nested))
+    assert result.returncode == 0 and nested.is_file()

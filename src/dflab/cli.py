@@ -6,6 +6,7 @@ User mistakes and bad input exit with status 2 and one line on stderr, never a t
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -16,6 +17,7 @@ from enum import Enum
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -35,10 +37,20 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages.")
+class FaceDetectorName(str, Enum):
+    mtcnn = "mtcnn"
+    blazeface = "blazeface"
+
+
+class FacePolicy(str, Enum):
+    largest = "largest"
+    all = "all"
+
+
 FaceDetectorOption = typer.Option(
-    "mtcnn", "--face-detector",
+    FaceDetectorName.mtcnn, "--face-detector",
     help="mtcnn (weights in facenet-pytorch) or blazeface (about 4x faster on CPU; `dflab weights fetch blazeface`).")
-WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes for feature extraction (default: all cores).")
+WorkersOption = typer.Option(None, "--workers", "-j", min=0, max=256, help="Worker processes for feature extraction (default: all cores).")
 ParamOption = typer.Option(
     [], "--param", "-p", metavar="[DETECTOR.]KEY=VALUE",
     help="Detector parameter (repeatable), e.g. epochs=5 or efficientnet-lite0.epochs=5; VALUE is JSON or text.")
@@ -121,8 +133,6 @@ def main() -> None:
 
 
 def _print_error(message: str) -> None:
-    from rich.markup import escape
-
     line = message.strip().splitlines()[0] if message.strip() else "error"
     err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
 
@@ -141,6 +151,31 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
 
 def _command_line() -> str:
     return "dflab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _output_dir(path: Path, option: str) -> Path:
+    """An output folder, created with its parents; one-line errors when that cannot be."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: {option} must be a folder, but a file of that name exists")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot create the {option} folder ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{path}: the {option} folder is not writable")
+    return path
+
+
+def _output_file(path: Path | None, option: str) -> Path | None:
+    """An output file's path, its parent folders created; refused when it is a folder."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UserError(f"{path}: {option} must be a file, but it is a folder")
+    _output_dir(path.parent, f"{option} parent")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{path}: {option} is not writable")
+    return path
 
 
 def _existing(path: Path, what: str) -> Path:
@@ -177,12 +212,12 @@ def detectors_command() -> None:
 def faces_extract(
     sources: List[Path] = typer.Argument(..., help="Videos, images or folders of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: crops/, faces.csv, sources.csv."),
-    frames: int = typer.Option(32, "--frames", "-n", help="Frames sampled evenly over each video."),
-    face_detector: str = FaceDetectorOption,
-    scale: float = typer.Option(1.3, help="Crop size relative to the detected box (margin)."),
-    size: int = typer.Option(256, help="Output crop size in pixels."),
+    frames: int = typer.Option(32, "--frames", "-n", min=1, max=10_000, help="Frames sampled evenly over each video."),
+    face_detector: FaceDetectorName = FaceDetectorOption,
+    scale: float = typer.Option(1.3, min=0.1, max=10.0, help="Crop size relative to the detected box (margin)."),
+    size: int = typer.Option(256, min=16, max=4096, help="Output crop size in pixels."),
     square: bool = typer.Option(True, "--square/--no-square", help="Square crops."),
-    policy: str = typer.Option("largest", help="largest: one face per frame; all: every face, with a track id."),
+    policy: FacePolicy = typer.Option(FacePolicy.largest, help="largest: one face per frame; all: every face, with a track id."),
     quiet: bool = QuietOption,
 ) -> None:
     """Detect and crop faces; write a manifest row per crop and a status per source."""
@@ -191,20 +226,19 @@ def faces_extract(
     set_quiet(quiet)
     for source in sources:
         _existing(source, "input")
-    if policy not in ("largest", "all"):
-        raise UserError(f"--policy must be 'largest' or 'all', not {policy!r}")
-    crops = extract_faces([str(s) for s in sources], out, n_frames=frames, detector=face_detector, scale=scale,
-                          size=size, square=square, policy=policy)
+    out = _output_dir(out, "--out")
+    crops = extract_faces([str(s) for s in sources], out, n_frames=frames, detector=FaceDetectorName(face_detector).value,
+                          scale=scale, size=size, square=square, policy=FacePolicy(policy).value)
     status = read_sources(out)
     table = Table(show_header=True, header_style="bold", box=None)
     for column in ("source", "status", "frames", "with face", "faces", "reason"):
         table.add_column(column)
     for row in status.itertuples():
-        table.add_row(str(row.source), str(row.status), str(row.frames), str(row.frames_with_face), str(row.faces),
-                      str(row.reason))
+        table.add_row(*(escape(str(value)) for value in (row.source, row.status, row.frames, row.frames_with_face,
+                                                          row.faces, row.reason)))
     if not is_quiet():
         out_console.print(table)
-    out_console.print(f"{len(crops)} face crops -> {out / 'faces.csv'}; status per source -> {out / 'sources.csv'}")
+    out_console.print(escape(f"{len(crops)} face crops -> {out / 'faces.csv'}; status per source -> {out / 'sources.csv'}"))
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -238,7 +272,7 @@ def weights_fetch(name: str = typer.Argument(..., help="Name from `dflab weights
     from . import weights
 
     path = weights.fetch(name, dest=dest, url_override=url)
-    out_console.print(f"{name}: {path} (sha256 verified)")
+    out_console.print(escape(f"{name}: {path} (sha256 verified)"))
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -251,7 +285,8 @@ def data_summary(path: Path = typer.Argument(..., help="Dataset folder, or a man
     from . import data
 
     manifest = _read_dataset(path, layout)
-    out_console.print(f"[bold]{path}[/bold] ({manifest['dataset'].iloc[0]}, layout {layout or data.detect_layout(path) if path.is_dir() else 'manifest'})")
+    found = layout or (data.detect_layout(path) if path.is_dir() else "manifest")
+    out_console.print(f"[bold]{escape(str(path))}[/bold] ({escape(str(manifest['dataset'].iloc[0]))}, layout {found})")
     out_console.print(data.summary_text(manifest), highlight=False)
 
 
@@ -263,8 +298,8 @@ def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
     from . import data
 
     manifest = _read_dataset(path, layout)
-    data.save_manifest(manifest, out)
-    out_console.print(f"{len(manifest)} rows -> {out}")
+    data.save_manifest(manifest, _output_file(out, "--out"))
+    out_console.print(escape(f"{len(manifest)} rows -> {out}"))
 
 
 def _read_dataset(path: Path, layout: Optional[str]):
@@ -287,16 +322,16 @@ def lab_command(
     detector: List[str] = typer.Option(..., "--detector", "-d", help="Detector name (repeat for several)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (an existing one is resumed)."),
     seed: int = typer.Option(0, help="Seed for splits, training and bootstrap."),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
+    n_boot: int = typer.Option(1000, min=1, max=100_000, help="Bootstrap resamples for the 95% confidence intervals."),
     task3: bool = typer.Option(True, "--task3/--no-task3", help="Run Task 3 (train also on the Task 2/3 development set)."),
     task3_data: List[Path] = typer.Option(
         [], "--task3-data", help="More public data whose development rows join Task 3's training part (repeatable)."),
     tasks: str = typer.Option("1,2,3", "--tasks", help="Tasks to run, e.g. 3: the others' results in --out are kept."),
-    per_video: Optional[int] = typer.Option(None, help="Quick run: at most this many frames per video."),
-    max_videos: Optional[int] = typer.Option(None, help="Quick run: at most this many videos per split and label."),
+    per_video: Optional[int] = typer.Option(None, min=1, help="Quick run: at most this many frames per video."),
+    max_videos: Optional[int] = typer.Option(None, min=1, help="Quick run: at most this many videos per split and label."),
     layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
-    frames_per_video: int = typer.Option(16, help="Video datasets: frames sampled per video for face crops."),
-    face_detector: str = FaceDetectorOption,
+    frames_per_video: int = typer.Option(16, min=1, max=10_000, help="Video datasets: frames sampled per video for face crops."),
+    face_detector: FaceDetectorName = FaceDetectorOption,
     param: List[str] = ParamOption,
     workers: Optional[int] = WorkersOption,
     quiet: bool = QuietOption,
@@ -316,14 +351,16 @@ def lab_command(
     if 3 in chosen_tasks and (task23 is None or not task3) and (task3_data or chosen_tasks == (3,)):
         raise UserError("Task 3 needs --task23 (its validation and evaluation data) and not --no-task3")
     _check_detectors(detector)
+    _output_dir(out, "--out")
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, task3_data=list(task3_data), tasks=chosen_tasks, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
-                       frames_per_video=frames_per_video, face_detector=face_detector, command=_command_line(),
+                       frames_per_video=frames_per_video, face_detector=FaceDetectorName(face_detector).value,
+                       command=_command_line(),
                        detector_params=parse_detector_params(param, detector))
     started = time.time()
     result = run_lab(config)
     _print_summary(result)
-    out_console.print(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)")
+    out_console.print(escape(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)"))
 
 
 def _parse_tasks(text: str) -> tuple[int, ...]:
@@ -409,11 +446,12 @@ def demo_command(
 
     set_quiet(quiet)
     _check_detectors(detector)
+    _output_dir(out, "--out")
     started = time.time()
     result = run_demo(out, detectors=detector, seed=seed, workers=workers, command=_command_line())
     _print_summary(result)
     out_console.print("The demo data is synthetic: its numbers say nothing about real deepfakes.")
-    out_console.print(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)")
+    out_console.print(escape(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)"))
 
 
 # -- train / evaluate / predict -----------------------------------------------------------------
@@ -424,7 +462,7 @@ def train_command(
     detector: str = typer.Option(..., "--detector", "-d", help="Detector name (see `dflab detectors`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder (or .zip) to write."),
     split: str = typer.Option("development", help="Split to train on; 'all' uses every row."),
-    valid_fraction: float = typer.Option(0.2, help="Part of the training split held out by video for validation."),
+    valid_fraction: float = typer.Option(0.2, min=0.01, max=0.99, help="Part of the training split held out by video for validation."),
     seed: int = typer.Option(0),
     layout: Optional[str] = typer.Option(None, help="Override the detected dataset layout."),
     param: List[str] = ParamOption,
@@ -438,6 +476,10 @@ def train_command(
     from .lab import LabConfig, build_detector, level_thresholds
 
     set_quiet(quiet)
+    if out.suffix.lower() == ".zip":
+        _output_file(out, "--out")
+    else:
+        _output_dir(out, "--out")
     manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
     train, valid = data.split_by_group(manifest, valid_fraction=valid_fraction, seed=seed)
     model = build_detector(detector, LabConfig(task1=data_path, task23=None, detectors=[detector], out=out,
@@ -449,7 +491,7 @@ def train_command(
     thresholds = level_thresholds(valid_scores)
     model.save(out, info={"trained_on": str(data_path), "split": split, "n_train": len(train),
                           "n_valid": len(valid), "seed": seed, "thresholds": thresholds})
-    out_console.print(f"model: {out}  (EER threshold on validation data: {thresholds['frame']:.3f})")
+    out_console.print(escape(f"model: {out}  (EER threshold on validation data: {thresholds['frame']:.3f})"))
 
 
 def _select_split(manifest, split: str, source: Path):
@@ -487,7 +529,7 @@ def evaluate_command(
     detector: Optional[str] = typer.Option(None, "--detector", "-d", help="A ready-to-use (pretrained) detector."),
     out: Path = typer.Option(Path("eval-out"), "--out", "-o", help="Output folder."),
     split: str = typer.Option("evaluation", help="Split to evaluate; 'all' uses every row."),
-    n_boot: int = typer.Option(1000),
+    n_boot: int = typer.Option(1000, min=1, max=100_000, help="Bootstrap resamples for the 95% confidence intervals."),
     seed: int = typer.Option(0),
     layout: Optional[str] = typer.Option(None),
     perturb: bool = typer.Option(False, "--perturb", help="Also re-score under JPEG 90/70/50, downscale x0.5, blur and noise."),
@@ -503,8 +545,8 @@ def evaluate_command(
 
     set_quiet(quiet)
     manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
+    _output_dir(out, "--out")
     scorer = _load_model(model, detector, workers)
-    out.mkdir(parents=True, exist_ok=True)
     name = scorer.name
     scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate", detector_name=name,
                             split=split)
@@ -528,7 +570,7 @@ def evaluate_command(
     (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
     write_report(out, scores, report_metrics)
     _print_summary(report_metrics)
-    out_console.print(f"report: {(out / 'report.html').resolve()}")
+    out_console.print(escape(f"report: {(out / 'report.html').resolve()}"))
 
 
 @app.command("predict")
@@ -549,7 +591,7 @@ def predict_command(
     frames: int = typer.Option(32, "--frames", "-n", min=1, max=10_000, help="Videos: frames sampled evenly over the video."),
     aggregation: Aggregation = typer.Option(Aggregation.mean_prob,
                                             help="Videos: mean_prob, mean_logit or confident (DFDC winner's rule)."),
-    face_detector: str = FaceDetectorOption,
+    face_detector: FaceDetectorName = FaceDetectorOption,
     heatmap: Optional[Path] = typer.Option(
         None, "--heatmap", help="Write each explanation over the picture (photos) or over each frame's face (videos) here."),
     workers: Optional[int] = WorkersOption,
@@ -568,6 +610,9 @@ def predict_command(
 
     set_quiet(quiet)
     _existing(target, "input")
+    csv, json_out = _output_file(csv, "--csv"), _output_file(json_out, "--json")
+    if heatmap is not None:
+        _output_dir(heatmap, "--heatmap")
     media = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
     if target.is_dir():
         files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in media)
@@ -579,6 +624,7 @@ def predict_command(
     if threshold is None:
         threshold = ((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5)
     faces, aggregation = FacesMode(faces).value, Aggregation(aggregation).value
+    face_detector = FaceDetectorName(face_detector).value
     framing = scorer.face_framing
     if faces == "detect" and framing is None:
         from .framing import FaceFraming
@@ -670,7 +716,6 @@ def _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap,
 
 def _write_predictions(rows, video_details, photo_details, detector_name, threshold, csv, json_out) -> None:
     import numpy as np
-    from rich.markup import escape
 
     if csv:
         rows.to_csv(csv, index=False)
