@@ -74,14 +74,15 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .data import DataError
-    from .detectors.base import ModelFileError, NotFittedError
+    from .detectors.base import ModelFileError, NotFittedError, TrainingDataError
     from .detectors.registry import UnknownDetectorError
     from .images import ImageError
     from .metrics import MetricsError
     from .video import VideoError
     from .weights import WeightsError
 
-    return (UserError, DataError, ImageError, MetricsError, ModelFileError, NotFittedError, UnknownDetectorError,
+    return (UserError, DataError, ImageError, MetricsError, ModelFileError, NotFittedError, TrainingDataError,
+            UnknownDetectorError,
             WeightsError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
@@ -351,12 +352,13 @@ def lab_command(
     if 3 in chosen_tasks and (task23 is None or not task3) and (task3_data or chosen_tasks == (3,)):
         raise UserError("Task 3 needs --task23 (its validation and evaluation data) and not --no-task3")
     _check_detectors(detector)
+    detector_params = parse_detector_params(param, detector)
     _output_dir(out, "--out")
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, task3_data=list(task3_data), tasks=chosen_tasks, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
                        frames_per_video=frames_per_video, face_detector=FaceDetectorName(face_detector).value,
                        command=_command_line(),
-                       detector_params=parse_detector_params(param, detector))
+                       detector_params=detector_params)
     started = time.time()
     result = run_lab(config)
     _print_summary(result)

@@ -143,13 +143,41 @@ def _short_listing(folder: Path, limit: int = 8) -> str:
 
 
 def _walk_files(folder: Path, extensions: frozenset[str]) -> list[Path]:
-    """All files under ``folder`` (any depth, following links) with one of ``extensions``, sorted."""
+    """All files under ``folder`` (any depth, following links) with one of ``extensions``, sorted.
+
+    A linked folder is entered once (a link loop, or two links to one folder, would count the same
+    files again); dangling links, loops and unreadable folders are skipped with a warning."""
+    from .progress import warn
+
     found: list[Path] = []
-    for current, dirs, files in os.walk(folder, followlinks=True):
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+
+    def unreadable(err: OSError) -> None:
+        warn(f"{err.filename}: skipped, folder not readable ({err.strerror})")
+
+    for current, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
+        stat = os.stat(current)
+        if (stat.st_dev, stat.st_ino) in seen_dirs:
+            warn(f"{current}: skipped, a link to a folder already scanned (a link loop?)")
+            dirs[:] = []
+            continue
+        seen_dirs.add((stat.st_dev, stat.st_ino))
         dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
         for name in sorted(files):
-            if not _is_hidden(name) and os.path.splitext(name)[1].lower() in extensions:
-                found.append(Path(current) / name)
+            if _is_hidden(name) or os.path.splitext(name)[1].lower() not in extensions:
+                continue
+            path = Path(current) / name
+            try:
+                file_stat = path.stat()
+            except OSError:
+                warn(f"{path}: skipped, a dangling link")
+                continue
+            if (file_stat.st_dev, file_stat.st_ino) in seen_files:
+                warn(f"{path}: skipped, the same file as another one already listed (a link)")
+                continue
+            seen_files.add((file_stat.st_dev, file_stat.st_ino))
+            found.append(path)
     return found
 
 
@@ -520,6 +548,15 @@ def _scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
     elif "dataset" not in table:
         table["dataset"] = csv_path.resolve().parent.name
     manifest = _normalise(table, csv_path)
+    duplicated = manifest.duplicated(subset=["path", "split"], keep="first")
+    if duplicated.any():
+        conflicting = manifest[manifest["path"].isin(manifest.loc[duplicated, "path"])].groupby("path")["label"].nunique()
+        if (conflicting > 1).any():
+            raise DataError(f"{csv_path}: {conflicting.index[conflicting > 1][0]} is listed as both real and fake")
+        from .progress import warn
+
+        warn(f"{csv_path}: {int(duplicated.sum())} duplicated row(s) dropped (e.g. {manifest.loc[duplicated, 'path'].iloc[0]})")
+        manifest = manifest[~duplicated].reset_index(drop=True)
     missing = [p for p in manifest["path"] if not os.path.exists(p)]
     if missing:
         raise DataError(
@@ -773,9 +810,15 @@ def split_by_group(
     # A fold is 1/n_splits of the data: take the smaller side as the fold and swap when needed.
     flip = valid_fraction > 0.5
     fold_fraction = 1.0 - valid_fraction if flip else valid_fraction
-    n_splits = min(max(2, round(1.0 / fold_fraction)), n_groups)
-    if n_splits < 2:
-        raise DataError(f"cannot split {splits[0]} rows: all {len(df)} rows form one video/pair group")
+    # Stratified folds need every class in every fold: no more folds than the rarer class has groups.
+    groups_per_label = pd.Series(groups).groupby(df["label"].to_numpy()).nunique()
+    n_splits = min(max(2, round(1.0 / fold_fraction)), n_groups, int(groups_per_label.min()))
+    if n_splits < 2 or len(groups_per_label) < 2:
+        raise DataError(
+            f"cannot split {splits[0]} rows into training and validation by video: "
+            + (f"all {len(df)} rows form one video/pair group" if n_groups < 2 else
+               "it needs at least 2 videos of each class (real and fake) "
+               f"(has {', '.join(f'{int(n)} {LABEL_NAMES[int(label)]}' for label, n in groups_per_label.items())})"))
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # "least populated class has fewer members than n_splits": the class check below says it better.

@@ -251,6 +251,10 @@ def stack(result: ExtractionResult, sources: Sequence[ImageLike], *, on_error: s
         raise ImageError(source_name(sources[index]), reason)
     valid = [f for f in result.features if f is not None]
     if not valid:
+        if result.errors:  # the loader's own reason for the first failure
+            index, reason = next(iter(sorted(result.errors.items())))
+            more = f" (and {len(result.errors) - 1} more unusable files)" if len(result.errors) > 1 else ""
+            raise ImageError(source_name(sources[index]), reason + more)
         raise ImageError(source_name(sources[0]) if sources else "<none>", "no usable image in the input")
     dim = np.asarray(valid[0]).reshape(-1).shape[0]
     matrix = np.full((len(result.features), dim), np.nan, dtype=np.float64)

@@ -67,6 +67,29 @@ class NotFittedError(RuntimeError):
     pass
 
 
+class TrainingDataError(ValueError):
+    """Training data a detector cannot learn from (e.g. one class only); the message is one line."""
+
+
+def require_both_classes(name: str, labels, usable=None, sources=None, reasons=None) -> None:
+    """Raise :class:`TrainingDataError` unless the usable training rows hold real and fake images;
+    say which class is missing and, when files failed, how many and why (the first one)."""
+    labels = np.asarray(labels)
+    usable = np.ones(len(labels), bool) if usable is None else np.asarray(usable, bool)
+    present = set(np.unique(labels[usable]).tolist())
+    if {0, 1} <= present:
+        return
+    missing = [word for value, word in ((0, "real"), (1, "fake")) if value not in present]
+    message = f"{name}: no usable {' or '.join(missing)} image in the training data"
+    failed = np.flatnonzero(~usable)
+    if len(failed):
+        example = failed[0]
+        reason = (reasons or {}).get(int(example), "unusable")
+        where = str(sources[example]) if sources is not None else f"row {example}"
+        message += f" ({len(failed)} of {len(labels)} files failed, e.g. {where}: {reason})"
+    raise TrainingDataError(message)
+
+
 def as_sources(images: Any) -> list[ImageLike]:
     """Normalise the inputs a detector accepts: a manifest DataFrame, one path/array, or a sequence."""
     if isinstance(images, pd.DataFrame):

@@ -45,7 +45,7 @@ from sklearn.metrics import roc_auc_score
 from .. import features
 from ..images import ImageError, ImageLike, load_image, source_name
 from ..progress import warn
-from .base import Detector, as_sources, as_training_set
+from .base import Detector, as_sources, as_training_set, require_both_classes
 from .classic import CLASSIFIERS, make_classifier
 from .ela import ela_map
 from .registry import register
@@ -370,8 +370,7 @@ class BlockDCTDetector(Detector):
         elif len(np.unique(block_labels[skin])) < 2:
             warn(f"{self.name}: skin blocks come from only one class; training on all {len(blocks)} blocks")
             skin[:] = True
-        if len(np.unique(block_labels[skin])) < 2:
-            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        require_both_classes(self.name, block_labels[skin])
         chosen = np.flatnonzero(skin)
         if len(chosen) > self.max_train_blocks:
             rng = np.random.default_rng(self.seed)

@@ -21,7 +21,7 @@ from sklearn.svm import SVC
 
 from .. import features
 from ..progress import warn
-from .base import Detector, as_sources, as_training_set
+from .base import Detector, as_sources, as_training_set, require_both_classes
 
 #: classifier name -> (builder(seed, value), candidate values tried on validation data).
 CLASSIFIERS = {
@@ -70,20 +70,22 @@ class FeatureClassifierDetector(Detector):
 
     # Subclasses define __init__ with their parameters, including classifier, seed, workers, cache_dir.
 
-    def _features(self, sources, on_error: str, description: str) -> np.ndarray:
+    def _features(self, sources, on_error: str, description: str, errors: dict | None = None) -> np.ndarray:
         result = features.extract(sources, self.make_extractor(), workers=self.workers,
                                   cache_dir=self.cache_dir if self.cache_dir is not None else True,
                                   description=description)
+        if errors is not None:
+            errors.update(result.errors)
         return features.stack(result, sources, on_error=on_error)
 
     def fit(self, train, *, valid=None):
         sources, labels, _ = as_training_set(train)
-        x = self._features(sources, "nan", f"{self.name}: training features")
+        reasons: dict[int, str] = {}
+        x = self._features(sources, "nan", f"{self.name}: training features", errors=reasons)
         ok = ~np.isnan(x).any(axis=1)
         if (~ok).any():
             warn(f"{self.name}: {(~ok).sum()} training images unusable, skipped")
-        if len(np.unique(labels[ok])) < 2:
-            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        require_both_classes(self.name, labels, ok, sources, reasons)
         x_valid = y_valid = None
         if valid is not None:
             valid_sources, y_valid, _ = as_training_set(valid)

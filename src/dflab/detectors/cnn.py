@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import weights as weight_files
 from .registry import register
-from .base import as_training_set
+from .base import as_training_set, require_both_classes
 from .torch_common import (TorchDetector, TrainSettings, map_in_order, pair_links, sample_triplets, train_binary,
                            train_metric)
 
@@ -373,8 +373,7 @@ class CNNDetector(TorchDetector):
     def _fit_triplet_then_head(self, train, valid):
         """ICPR 2020 ST: triplet loss on the pooled features, then BatchNorm + Linear on frozen features."""
         sources, labels, videos = as_training_set(train)
-        if len(np.unique(labels)) < 2:
-            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        require_both_classes(self.name, labels)
         links = pair_links(train)
         device = self._device()
         torch.manual_seed(self.seed)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..images import ImageError, source_name
-from .base import as_sources, as_training_set
+from .base import as_sources, as_training_set, require_both_classes
 from .cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
 from .registry import register
 from .torch_common import (TorchDetector, TrainSettings, contrastive_loss, numpy_to_model, pair_links,
@@ -159,8 +159,7 @@ class SiameseDetector(TorchDetector):
     # -- training -------------------------------------------------------------------------------
     def fit(self, train, *, valid=None):
         sources, labels, videos = as_training_set(train)
-        if len(np.unique(labels)) < 2:
-            raise ValueError(f"{self.name}: training data needs both real and fake images")
+        require_both_classes(self.name, labels)
         links = pair_links(train)
         device = self._device()
         torch.manual_seed(self.seed)

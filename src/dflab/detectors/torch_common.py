@@ -35,7 +35,7 @@ from ..framing import locate_faces, reframe, square_region
 from ..images import ImageError, ImageLike, load_image, source_name
 from ..progress import info, progress_bar, warn
 from ..sbi import sbi_grid, self_blend
-from .base import Detector, as_sources, as_training_set
+from .base import Detector, as_sources, as_training_set, require_both_classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -789,8 +789,7 @@ class TorchDetector(Detector):
         if mode not in ("off", "only", "mix"):
             raise ValueError(f"self_blend must be 'off', 'only' or 'mix', not {mode!r}")
         if mode == "off":
-            if len(np.unique(labels)) < 2:
-                raise ValueError(f"{self.name}: training data needs both real and fake images")
+            require_both_classes(self.name, labels)
             return self._dataset(sources, labels, train=True)
         real = np.flatnonzero(labels == 0)
         if len(real) == 0:
