@@ -249,7 +249,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     monkeypatch.setattr(torch_common, "_checkpoint", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         create("efficientnet-lite0", checkpoint_dir=str(tmp_path), **params).fit((images, labels))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "optimizer.safetensors",
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-e1.safetensors", "optimizer-e1.safetensors",
                                                           "state.json"]
     monkeypatch.setattr(torch_common, "_checkpoint", real_checkpoint)
     resumed = create("efficientnet-lite0", checkpoint_dir=str(tmp_path), **params).fit((images, labels))

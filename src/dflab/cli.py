@@ -77,11 +77,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .detectors.base import ModelFileError, NotFittedError, TrainingDataError
     from .detectors.registry import UnknownDetectorError
     from .images import ImageError
+    from .lab import LabBusyError
     from .metrics import MetricsError
     from .video import VideoError
     from .weights import WeightsError
 
-    return (UserError, DataError, ImageError, MetricsError, ModelFileError, NotFittedError, TrainingDataError,
+    return (UserError, DataError, ImageError, LabBusyError, MetricsError, ModelFileError, NotFittedError, TrainingDataError,
             UnknownDetectorError,
             WeightsError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError)
 

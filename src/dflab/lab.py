@@ -9,6 +9,7 @@ video, a real video and its fakes on the same side) and applied unchanged to eva
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -163,9 +164,27 @@ def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: P
 def read_scores(path: Path) -> pd.DataFrame:
     if not Path(path).exists():
         return pd.DataFrame(columns=SCORE_COLUMNS)
+    _drop_partial_last_line(Path(path))
     frame = pd.read_csv(path, dtype={"video": str, "error": str, "path": str}, keep_default_na=False,
                         na_values={"score": ["", "nan", "NaN"]})
     return frame
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """A run killed while appending can leave half a row: cut the file back to its last full line
+    (those rows are scored again), so that no half-written score is ever read back."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        handle.seek(size - block)
+        tail = handle.read(block)
+        cut = tail.rfind(b"\n")
+        handle.truncate(size - block + cut + 1 if cut >= 0 else 0)
 
 
 def append_scores(path: Path, rows: pd.DataFrame) -> None:
@@ -231,13 +250,55 @@ def level_thresholds(valid_scores: pd.DataFrame) -> dict[str, float]:
 
 # -- the lab ----------------------------------------------------------------------------------
 
+class LabBusyError(RuntimeError):
+    """Another ``dflab lab`` holds the output folder."""
+
+
+LOCK_FILE = ".dflab-lab.lock"
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """One lab run per output folder at a time. The lock is the operating system's (``flock``), so a
+    run killed with -9 leaves nothing stuck: its lock goes with its process."""
+    import fcntl
+
+    handle = open(out / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LabBusyError(f"{out}: another dflab lab is running on this folder (pid {holder}); "
+                               "wait for it to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def run_lab(config: LabConfig) -> dict:
     """Run Tasks 1-3 for every detector and write scores, metrics, models, plots and the report."""
-    from .report import write_report
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lab_config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    with _locked(out):
+        return _run_lab(config, out)
+
+
+def _run_lab(config: LabConfig, out: Path) -> dict:
+    from .report import write_report
+
+    _write_text_atomic(out / "lab_config.json", json.dumps(config_to_dict(config), indent=2))
     manifests = prepare_manifests(config)
     scores_file = out / "scores.csv"
     valid_file = out / "scores_validation.csv"
@@ -265,7 +326,7 @@ def run_lab(config: LabConfig) -> dict:
         "skipped": skipped_files(scores) + skipped_videos(read_video_status(out / "manifests")),
     }
     _keep_tasks_not_run(report_metrics, out / "metrics.json", config)
-    (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
+    _write_text_atomic(out / "metrics.json", json.dumps(report_metrics, indent=2, allow_nan=False))
     write_report(out, scores, report_metrics)
     return report_metrics
 

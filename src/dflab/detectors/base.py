@@ -199,15 +199,22 @@ class Detector(BaseEstimator):
         path = Path(path)
         if path.suffix.lower() == ".zip":
             path.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            tmp = path.with_name(path.name + ".tmp")
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(CONFIG_FILE, config_bytes)
                 for name, data in files.items():
                     archive.writestr(name, data)
+            tmp.replace(path)
         else:
             path.mkdir(parents=True, exist_ok=True)
+            # A folder with a config is complete: the old config goes first and the new one comes
+            # last, atomically, so a save killed half-way leaves a folder that is never read back.
+            (path / CONFIG_FILE).unlink(missing_ok=True)
             for name, data in files.items():
                 (path / name).write_bytes(data)
-            (path / CONFIG_FILE).write_bytes(config_bytes)  # last: a folder with a config is complete
+            tmp = path / (CONFIG_FILE + ".tmp")
+            tmp.write_bytes(config_bytes)
+            tmp.replace(path / CONFIG_FILE)
         return path
 
     @classmethod

@@ -380,7 +380,9 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -491,15 +493,25 @@ def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageData
 
 
 def _checkpoint(folder, run_id, epochs_done, model, optimizer, scheduler, history, best, bad_epochs) -> None:
-    _save_tensors(folder / CHECKPOINT_MODEL, model.state_dict())
+    """Every tensor file of a checkpoint is named after its epoch and written before ``state.json``,
+    which names them and is replaced atomically last: a run killed at any moment resumes from the
+    last complete checkpoint, never from a mix of two epochs or a half-written file."""
+    names = {"model": f"model-e{epochs_done}.safetensors", "optimizer": f"optimizer-e{epochs_done}.safetensors"}
+    _save_tensors(folder / names["model"], model.state_dict())
     if best["state"] is not None:
-        _save_tensors(folder / CHECKPOINT_BEST, best["state"])
+        names["best"] = f"best-e{best['epoch']}.safetensors"
+        if not (folder / names["best"]).exists():
+            _save_tensors(folder / names["best"], best["state"])
     tensors, meta = _optimizer_to_files(optimizer)
-    _save_tensors(folder / CHECKPOINT_OPTIMIZER, tensors)
+    _save_tensors(folder / names["optimizer"], tensors)
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    _write_json_atomic(folder / CHECKPOINT_STATE, {  # written last: its presence marks a complete checkpoint
+    _write_json_atomic(folder / CHECKPOINT_STATE, {
         "run_id": run_id, "epochs_done": epochs_done, "history": history, "best_auc": best["auc"],
-        "best_epoch": best["epoch"], "bad_epochs": bad_epochs, "optimizer": meta, "scheduler": sched})
+        "best_epoch": best["epoch"], "bad_epochs": bad_epochs, "optimizer": meta, "scheduler": sched,
+        "files": names})
+    for stale in folder.glob("*.safetensors"):
+        if stale.name not in names.values():
+            stale.unlink(missing_ok=True)
 
 
 def _resume(folder, run_id, model, optimizer, scheduler, best, name):
@@ -512,12 +524,15 @@ def _resume(folder, run_id, model, optimizer, scheduler, best, name):
     if state.get("run_id") != run_id:
         raise ValueError(f"{folder}: holds a checkpoint of a different training run (other settings or data); "
                          "use another checkpoint_dir or empty this one")
-    model.load_state_dict(load_file(str(folder / CHECKPOINT_MODEL)), strict=True)
-    _optimizer_from_files(optimizer, load_file(str(folder / CHECKPOINT_OPTIMIZER)), state["optimizer"])
+    # Checkpoints written before epoch-named files used fixed names.
+    names = state.get("files") or {"model": CHECKPOINT_MODEL, "optimizer": CHECKPOINT_OPTIMIZER,
+                                   "best": CHECKPOINT_BEST}
+    model.load_state_dict(load_file(str(folder / names["model"])), strict=True)
+    _optimizer_from_files(optimizer, load_file(str(folder / names["optimizer"])), state["optimizer"])
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
-    if (folder / CHECKPOINT_BEST).exists():
+    if "best" in names and (folder / names["best"]).exists():
         best = {"auc": state["best_auc"], "epoch": state["best_epoch"],
-                "state": load_file(str(folder / CHECKPOINT_BEST))}
+                "state": load_file(str(folder / names["best"]))}
     info(f"{name}: resuming from {folder} after epoch {state['epochs_done']}")
     return state["epochs_done"], state["history"], best, state["bad_epochs"]
 
