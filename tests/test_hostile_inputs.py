@@ -83,6 +83,11 @@ def corpus(tmp_path_factory):
     (files / "[").mkdir()  # so that a path holds "[/bold]", the markup that used to crash the messages
     Image.fromarray(good).save(files / "[" / "bold]markup[red].png")
     (files / "a folder.png").mkdir()
+    names = root / "names"  # a folder of good pictures with names that are not UTF-8
+    names.mkdir()
+    for raw in (b"caf\xe9.jpg", b"\xff\xfe.jpg"):
+        with open(os.path.join(os.fsencode(names), raw), "wb") as handle:
+            handle.write(good_jpeg)
 
     from dflab.synth import make_lab
 
@@ -167,6 +172,9 @@ case("predict a markup name", ["predict", "{files}/[/bold]markup[red].png", "--m
 case("predict a missing markup name", ["predict", "{files}/[/bold]gone[red].png", "--model", "{model}"], (2,),
      "[/bold]gone[red].png")
 case("predict a folder named .png", ["predict", "{files}/a folder.png", "--model", "{model}"], (2,), "a folder.png")
+case("predict non-UTF-8 names", ["predict", "{names}", "--model", "{model}", "--csv", "{out}/s.csv"], (0,))
+case("manifest of non-UTF-8 names", ["data", "manifest", "{names}", "--layout", "realfake", "--out", "{out}/m.csv"],
+     (2,), "names")
 case("predict the whole bad folder", ["predict", "{files}", "--model", "{model}", "--csv", "{out}/s.csv"], (0,))
 # Videos.
 # A JPEG named .mp4 decodes as a one-frame video without a face: status "no face", exit 0.
@@ -235,7 +243,8 @@ for _args, _needle in (
 
 def _fill(args, mapping):
     return [a.replace("{files}", mapping["files"]).replace("{lab}", mapping["lab"]).replace("{model}", mapping["model"])
-            .replace("{out}", mapping["out"]).replace("{made}", mapping["made"]) for a in args]
+            .replace("{out}", mapping["out"]).replace("{made}", mapping["made"]).replace("{names}", mapping["names"])
+            for a in args]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -247,7 +256,7 @@ def test_hostile_input(corpus, tmp_path, name):
     if make is not None:
         make(made, corpus)
     mapping = {"files": str(corpus / "files"), "lab": str(corpus / "lab"), "model": str(corpus / "model"),
-               "out": str(out), "made": str(made)}
+               "out": str(out), "made": str(made), "names": str(corpus / "names")}
     before = {p for p in (corpus / "files").rglob("*")}
     env = {**os.environ, "HOME": str(home), "DFLAB_CACHE": str(home / "cache"), "COLUMNS": "200",
            "DFLAB_WEIGHTS": str(home / "weights")}

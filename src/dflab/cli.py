@@ -22,7 +22,7 @@ from rich.table import Table
 
 from . import __version__
 from .memory import keep_freed_memory
-from .progress import is_quiet, set_quiet
+from .progress import is_quiet, printable, set_quiet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepfake-lab: is this face image or video a deepfake? And the detection lab that measures it.")
@@ -97,6 +97,18 @@ def _click_exceptions() -> tuple[type, type, type]:
     return exceptions.ClickException, exceptions.UsageError, getattr(exceptions, "NoArgsIsHelpError", ())
 
 
+def _text_columns_hold_any_file_name() -> None:
+    """pandas 3 stores text in Arrow strings, which must be valid UTF-8; a file name that is not
+    (held by Python as surrogate escapes) would crash the first table that lists it. The command keeps
+    pandas' object strings, which hold any name, and writes them back as the bytes they were."""
+    import pandas as pd
+
+    try:
+        pd.set_option("future.infer_string", False)
+    except (KeyError, ValueError, pd.errors.OptionError):  # a pandas without the option stores objects anyway
+        pass
+
+
 def _usage_error_line(err) -> str:
     """One line for a usage mistake: what was wrong and where the help is."""
     ctx = getattr(err, "ctx", None)
@@ -107,6 +119,7 @@ def _usage_error_line(err) -> str:
 def main() -> None:
     """Console entry point: user mistakes and bad input print one line and exit 2, never a traceback."""
     keep_freed_memory()
+    _text_columns_hold_any_file_name()
     click_exception, usage_error, no_args_is_help = _click_exceptions()
     try:
         app(standalone_mode=False)
@@ -136,7 +149,7 @@ def main() -> None:
 
 def _print_error(message: str) -> None:
     line = message.strip().splitlines()[0] if message.strip() else "error"
-    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(printable(line))}", highlight=False, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -720,8 +733,8 @@ def _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap,
 def _write_predictions(rows, video_details, photo_details, detector_name, threshold, csv, json_out) -> None:
     import numpy as np
 
-    if csv:
-        rows.to_csv(csv, index=False)
+    if csv:  # file names that are not UTF-8 are written back as the bytes they are
+        rows.to_csv(csv, index=False, errors="surrogateescape")
     if json_out:
         payload = {"detector": detector_name, "threshold": threshold,
                    "results": json.loads(rows.to_json(orient="records")), "photos": photo_details,
@@ -731,7 +744,7 @@ def _write_predictions(rows, video_details, photo_details, detector_name, thresh
         score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
         face = f"  face {row.face} [{row.box}]" if row.face != "" else ""
         extra = f"  ({row.error})" if row.error else ""
-        out_console.print(escape(f"{score}  {row.verdict:7}  {row.path}{face}{extra}"), highlight=False)
+        out_console.print(escape(printable(f"{score}  {row.verdict:7}  {row.path}{face}{extra}")), highlight=False)
     for detail in video_details:
         if detail["status"] == "ok" and not is_quiet():
             out_console.print(escape(f"         {detail['video']}: {detail['aggregation']} over "

@@ -709,7 +709,7 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     validate_manifest(df, "manifest to save")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        df.to_csv(path, index=False)
+        df.to_csv(path, index=False, errors="surrogateescape")
     else:
         df.to_parquet(path, index=False)
     return path
@@ -725,7 +725,7 @@ def load_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     try:
         if suffix == ".csv":
             # All text: keeps video/pair ids like "0001" or "NA" as written.
-            table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="surrogateescape")
         elif suffix == ".parquet":
             table = pd.read_parquet(path)
         else:

@@ -166,7 +166,7 @@ def read_scores(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=SCORE_COLUMNS)
     _drop_partial_last_line(Path(path))
     frame = pd.read_csv(path, dtype={"video": str, "error": str, "path": str}, keep_default_na=False,
-                        na_values={"score": ["", "nan", "NaN"]})
+                        na_values={"score": ["", "nan", "NaN"]}, encoding_errors="surrogateescape")
     return frame
 
 
@@ -191,7 +191,8 @@ def append_scores(path: Path, rows: pd.DataFrame) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle:
+    # File names that are not UTF-8 are written back as the bytes they are.
+    with open(path, "a", newline="", errors="surrogateescape") as handle:
         rows.to_csv(handle, header=header, index=False)
         handle.flush()
         os.fsync(handle.fileno())

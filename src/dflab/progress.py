@@ -25,15 +25,25 @@ def is_quiet() -> bool:
     return os.environ.get("DFLAB_QUIET", "0") == "1"
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print: a file name that is not UTF-8 (surrogate escapes) shows U+FFFD instead of
+    crashing the terminal's encoder."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def info(message: str) -> None:
-    """An informational line on stderr (not shown with --quiet)."""
+    """An informational line on stderr (not shown with --quiet); ``message`` may hold rich markup."""
     if not is_quiet():
-        console.print(message, highlight=False, soft_wrap=True)
+        console.print(printable(message), highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    """A warning line on stderr; shown even with --quiet, since it changes how results read."""
-    Console(stderr=True).print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    """A warning line on stderr; shown even with --quiet, since it changes how results read. The
+    message is text, never markup: it often holds file names."""
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(printable(message))}", highlight=False,
+                               soft_wrap=True)
 
 
 #: A bar appears once a task has run this long: sub-second work needs none, and drawing one costs
