@@ -199,6 +199,8 @@ case("train on one class", ["train", "{made}/onlyreal", "--detector", "ela-logre
      (2,), "", _one_class_dataset)
 case("train when every fake is unreadable", ["train", "{made}/badfakes", "--detector", "ela-logreg", "--out",
                                              "{out}/m"], (2,), "no usable fake image", _unreadable_fakes)
+case("train a CNN when every fake is unreadable", ["train", "{made}/badfakes", "--detector", "efficientnet-lite0",
+                                                   "--out", "{out}/m"], (2,), "no usable fake image", _unreadable_fakes)
 case("lab on a missing folder", ["lab", "--task1", "/no/such/lab", "--detector", "ela-logreg", "--out", "{out}/o"],
      (2,), "/no/such/lab")
 case("evaluate a missing split", ["evaluate", "{lab}/Task_1", "--model", "{model}", "--split", "nosuch",

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..framing import locate_faces, reframe, square_region
-from ..images import ImageError, ImageLike, load_image, source_name
+from ..images import ImageError, ImageLike, load_image, probe_image, source_name
 from ..progress import info, progress_bar, warn
 from ..sbi import sbi_grid, self_blend
 from .base import Detector, as_sources, as_training_set, require_both_classes
@@ -804,7 +804,8 @@ class TorchDetector(Detector):
         if mode not in ("off", "only", "mix"):
             raise ValueError(f"self_blend must be 'off', 'only' or 'mix', not {mode!r}")
         if mode == "off":
-            require_both_classes(self.name, labels)
+            reasons = {i: reason for i, reason in enumerate(map(probe_image, sources)) if reason}
+            require_both_classes(self.name, labels, [i not in reasons for i in range(len(sources))], sources, reasons)
             return self._dataset(sources, labels, train=True)
         real = np.flatnonzero(labels == 0)
         if len(real) == 0:
