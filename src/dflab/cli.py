@@ -618,11 +618,10 @@ def predict_command(
     Photos: with the ready detector every face is found, framed as in training and scored (one row per
     face). Videos: frames are sampled evenly, the largest face of each is cropped and scored, and the
     frame scores are aggregated into the video's P(fake)."""
-    import numpy as np
     import pandas as pd
 
     from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    from .lab import failure_reason
+    from .predict import PREDICTION_COLUMNS, PredictOptions, predict_files
 
     set_quiet(quiet)
     _existing(target, "input")
@@ -637,129 +636,35 @@ def predict_command(
     else:
         files = [target]
     scorer = _load_model(model, detector, workers)
-    if threshold is None:
-        threshold = ((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5)
-    faces, aggregation = FacesMode(faces).value, Aggregation(aggregation).value
-    face_detector = FaceDetectorName(face_detector).value
-    framing = scorer.face_framing
-    if faces == "detect" and framing is None:
-        from .framing import FaceFraming
-
-        framing = FaceFraming(scale=1.3)  # the framing of dflab's own face crops (`dflab faces extract`)
-    detect_faces = faces == "detect" or (faces == "auto" and framing is not None)
-    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
-    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
-    video_results = _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold, framing)
-    if detect_faces:
-        photo_results = _predict_photos(scorer, images, framing, face_detector, threshold, heatmap)
-        rows, photo_details = photo_results["rows"], photo_results["details"]
-    else:
-        scores = scorer.predict_proba([str(f) for f in images], on_error="nan") if images else np.zeros(0)
-        rows = [{"path": str(f), "face": "", "box": "", "p_fake": float(p),
-                 "verdict": "error" if np.isnan(p) else ("fake" if p >= threshold else "real"),
-                 "error": failure_reason(str(f)) if np.isnan(p) else ""} for f, p in zip(images, scores)]
-        photo_details = []
-        if heatmap is not None:
-            _whole_image_heatmaps(scorer, images, scores, heatmap)
-    table = pd.DataFrame(rows + video_results["rows"], columns=PREDICTION_COLUMNS)
-    _write_predictions(table, video_results["details"], photo_details, scorer.name, threshold, csv, json_out)
+    result = predict_files(scorer, files, PredictOptions(
+        threshold=threshold, faces=FacesMode(faces).value, frames=frames, aggregation=Aggregation(aggregation).value,
+        face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap))
+    table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
+    _write_predictions(table, result, scorer.name, csv, json_out)
     if len(files) == 1 and len(table) == 1 and table["verdict"].iloc[0] == "error":
         raise UserError(f"{files[0]}: {table['error'].iloc[0]}")
 
 
-#: One row per face (photos), per image (``--faces whole``) or per video.
-PREDICTION_COLUMNS = ["path", "face", "box", "p_fake", "verdict", "error"]
-
-
-def _predict_photos(scorer, images, framing, face_detector, threshold, heatmap) -> dict:
-    from .photo import predict_photo
-    from .progress import track
-
-    rows, details = [], []
-    for image in track(images, "photos"):
-        result = predict_photo(scorer, image, framing=framing, threshold=threshold, face_detector=face_detector,
-                               heatmap_dir=heatmap)
-        details.append(result)
-        if result["status"] != "ok":
-            verdict = "no face" if result["status"] == "no_face" else "error"
-            rows.append({"path": str(image), "face": "", "box": "", "p_fake": float("nan"), "verdict": verdict,
-                         "error": result["reason"]})
-        for face in result["faces"]:
-            rows.append({"path": str(image), "face": face["face"], "box": " ".join(f"{v:.0f}" for v in face["box"]),
-                         "p_fake": face["p_fake"], "verdict": face["verdict"], "error": ""})
-    return {"rows": rows, "details": details}
-
-
-def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
-    import cv2
+def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) -> None:
     import numpy as np
 
-    from .images import load_image
-    from .progress import warn
-    from .video import overlay_heatmap
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for image, p_fake in zip(images, scores):
-        if np.isnan(p_fake):
-            continue
-        try:
-            heat = scorer.explain(str(image))
-        except NotImplementedError as err:
-            warn(f"no heatmaps ({err})")
-            return
-        picture = load_image(str(image))
-        cv2.imwrite(str(folder / f"{image.stem}_heatmap.png"),
-                    cv2.cvtColor(overlay_heatmap(picture, heat), cv2.COLOR_RGB2BGR))
-
-
-def _predict_videos(scorer, videos, frames, face_detector, aggregation, heatmap, threshold, framing) -> dict:
-    from .progress import track
-    from .video import predict_video
-
-    rows, details = [], []
-    for video in track(videos, "videos"):
-        result = predict_video(scorer, video, n_frames=frames, face_detector=face_detector, aggregation=aggregation,
-                               heatmap_dir=heatmap, framing=framing)
-        p_fake = result["p_fake"]
-        ok = result["status"] == "ok" and p_fake == p_fake
-        verdict = ("fake" if p_fake >= threshold else "real") if ok else \
-            ("no face" if result["status"] == "no_face" else "error")
-        error = "" if ok else (result.get("reason") or result["status"])
-        rows.append({"path": str(video), "face": "", "box": "", "p_fake": p_fake, "verdict": verdict, "error": error})
-        details.append(result)
-    return {"rows": rows, "details": details}
-
-
-def _write_predictions(rows, video_details, photo_details, detector_name, threshold, csv, json_out) -> None:
-    import numpy as np
+    from .predict import prediction_payload
 
     if csv:  # file names that are not UTF-8 are written back as the bytes they are
         rows.to_csv(csv, index=False, errors="surrogateescape")
     if json_out:
-        payload = {"detector": detector_name, "threshold": threshold,
-                   "results": json.loads(rows.to_json(orient="records")), "photos": photo_details,
-                   "videos": video_details}
-        json_out.write_text(json.dumps(payload, indent=2, default=_json_default))
+        json_out.write_text(json.dumps(prediction_payload(result, detector_name), indent=2),
+                            errors="surrogateescape")
     for row in rows.itertuples():
         score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
         face = f"  face {row.face} [{row.box}]" if row.face != "" else ""
         extra = f"  ({row.error})" if row.error else ""
         out_console.print(escape(printable(f"{score}  {row.verdict:7}  {row.path}{face}{extra}")), highlight=False)
-    for detail in video_details:
+    for detail in result["videos"]:
         if detail["status"] == "ok" and not is_quiet():
-            out_console.print(escape(f"         {detail['video']}: {detail['aggregation']} over "
-                                     f"{detail['frames_with_face']}/{detail['frames']} frames with a face"),
+            out_console.print(escape(printable(f"         {detail['video']}: {detail['aggregation']} over "
+                                               f"{detail['frames_with_face']}/{detail['frames']} frames with a face")),
                               highlight=False)
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 if __name__ == "__main__":  # pragma: no cover
