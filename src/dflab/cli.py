@@ -667,5 +667,12 @@ def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) ->
                               highlight=False)
 
 
+
+# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
+from .serve.command import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -82,7 +82,8 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
             _whole_image_heatmaps(scorer, images, scores, Path(options.heatmap_dir))
     for video in track(videos, "videos"):
         result = predict_video(scorer, video, n_frames=options.frames, face_detector=options.face_detector,
-                               aggregation=options.aggregation, heatmap_dir=options.heatmap_dir, framing=framing)
+                               aggregation=options.aggregation, heatmap_dir=options.heatmap_dir, framing=framing,
+                               on_frames=on_frames)
         ok = result["status"] == "ok" and result["p_fake"] == result["p_fake"]
         verdict = verdict_of(result["p_fake"], threshold) if ok else \
             ("no face" if result["status"] == "no_face" else "error")

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -397,6 +397,8 @@ def _should_seek(decoder: _Decoder, target: int, keyframes: list[int] | None) ->
 # -- video-level prediction -----------------------------------------------------------------------
 
 AGGREGATIONS = ("mean_prob", "mean_logit", "confident")
+#: Frames searched for faces per progress report (``predict_video(on_frames=...)``).
+PROGRESS_CHUNK = 4
 
 
 def aggregate(frame_scores, method: str = "mean_prob", *, fake_threshold: float = 0.8,
@@ -451,7 +453,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45)
 def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face_detector="mtcnn",
                   aggregation: str = "mean_prob", heatmap_dir: str | os.PathLike | None = None,
                   scale: float = 1.3, size: int = 256, face_detector_options: dict | None = None,
-                  framing=None) -> dict:
+                  framing=None, on_frames: Callable[[int, int], None] | None = None) -> dict:
     """P(fake) of a video: sample frames, crop the largest face of each, score the crops with
     ``detector.predict_proba`` and aggregate. Never raises for a bad video: the result's ``status``
     is ``ok``, ``no_face`` (``p_fake`` NaN) or ``error`` (``reason`` says why).
@@ -461,6 +463,8 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
     With ``heatmap_dir``, each scored face's ``detector.explain`` map is written over the face as
     ``<video stem>_f<frame>.png``. ``framing`` (a :class:`dflab.framing.FaceFraming`, the model's
     own) cuts faces as the model's training crops were cut, instead of ``scale`` x box at ``size``.
+    ``on_frames(done, total)`` is called as the sampled frames are searched for faces (a few at a
+    time) and once more when they are scored.
     """
     from .faces import crop_face, get_face_detector, select_faces
     from .progress import warn
@@ -476,7 +480,14 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
         result["reason"] = err.reason
         return result
     faces_detector = get_face_detector(face_detector, **(face_detector_options or {}))
-    detections = faces_detector.detect_batch([frame.image for frame in frames])
+    if on_frames is None:
+        detections = faces_detector.detect_batch([frame.image for frame in frames])
+    else:  # a few frames at a time, so a front end can show frames done / total
+        detections = []
+        on_frames(0, len(frames))
+        for start in range(0, len(frames), PROGRESS_CHUNK):
+            detections += faces_detector.detect_batch([frame.image for frame in frames[start:start + PROGRESS_CHUNK]])
+            on_frames(len(detections), len(frames))
     chosen = select_faces(detections, "largest")
     scored = [(frame, faces[0][0]) for frame, faces in zip(frames, chosen) if faces]
     result["frames"], result["frames_with_face"] = len(frames), len(scored)
