@@ -261,6 +261,9 @@ class Scoring:
             video["video"] = job.name
             video["heatmaps"] = [url for url in (_png_data_url(p, HEATMAP_MAX_SIDE) for p in video.get("heatmaps") or [])
                                  if url]
+        if job.kind == "image" and not payload["photos"]:  # scored as a whole image (a face crop)
+            whole = job.folder / "heatmaps" / f"{job.file.stem}_heatmap.png"
+            payload["heatmap"] = _png_data_url(whole if whole.is_file() else None, HEATMAP_MAX_SIDE)
         payload["kind"] = job.kind
         payload["file"] = job.name
         payload["elapsed_s"] = round(time.monotonic() - (job.started or job.created), 3)
