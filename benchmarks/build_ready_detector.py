@@ -104,7 +104,9 @@ def main() -> None:
                                                       f"({len(valid)} faces)",
         "framing": framing.to_info(), "framing_measured_on": n_framed,
         "training_sets": sizes, "n_train": trained.get("n_train"), "n_valid": len(valid),
-        "training_command": lab_config.get("command", ""), "seed": lab_config.get("seed"),
+        # The command as a user of a fresh clone types it (../shared beside the project).
+        "training_command": lab_config.get("command", "").replace(str(args.shared.resolve()), "../shared"),
+        "seed": lab_config.get("seed"),
         "test_flip": test_flip,
         "test_flip_choice": {"valid_auc": {"off": valid_auc[False], "on": valid_auc[True]},
                              "faces_per_second": {"off": speed[False], "on": speed[True]}},
