@@ -391,7 +391,12 @@ def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path]:
     saved = path.with_name("upload" + suffix)
     path.rename(saved)
     if kind == "image":
-        reason = probe_image(saved)
+        try:
+            reason = probe_image(saved)
+        except Exception as err:  # PIL refuses a header of a huge image before reading it
+            if "decompression bomb" in str(err).lower() or "exceeds limit" in str(err).lower():
+                raise UploadRefused(413, f"{name}: image too large (refused as a possible decompression bomb)") from None
+            raise UploadRefused(422, f"{name}: unreadable image ({_one_line(err)})") from None
         if reason:
             status = 413 if reason.startswith("image too large") else 422
             raise UploadRefused(status, f"{name}: {reason}")
@@ -517,7 +522,13 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         try:
             os.chmod(folder, 0o700)
             saved, name = await receive_upload(request, folder, max_upload_bytes)
-            kind, saved = await asyncio.to_thread(check_media, saved, name, limits)
+            try:
+                kind, saved = await asyncio.to_thread(check_media, saved, name, limits)
+            except UploadRefused:
+                raise
+            except Exception as err:  # a reader failing in a way not foreseen: still the file's fault
+                log.exception("checking %s failed", name)
+                raise UploadRefused(422, f"{name}: cannot read the file ({type(err).__name__})") from None
             job = Job(id=secrets.token_urlsafe(12), folder=folder, file=saved, name=name, kind=kind, options=options)
             scoring.submit(job)
             handed_over = True
