@@ -158,6 +158,25 @@ def test_video_from_shared_with_job_progress(client, upload_root):
     assert client.get("/api/jobs/no-such-job").status_code == 404
 
 
+def test_picture_without_a_face_is_an_answer_not_an_error(client, upload_root):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(buffer, "PNG")
+    response = post(client, "wall.png", buffer.getvalue())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["results"][0]["verdict"] == "no face" and body["photos"][0]["status"] == "no_face"
+
+
+def test_video_over_the_duration_limit(scorer, upload_root):
+    video = sorted(require_shared("datasets", "videos", "ffpp_c23", "real").glob("*.mp4"))[0]
+    with TestClient(create_app(scorer, max_video_seconds=1, max_video_frames=10)) as small:
+        assert_refused(post(small, video.name, video.read_bytes()), 413, "too long", video.name)
+
+
 # -- bad files: a 4xx with one line -------------------------------------------------------------
 
 def _truncated_jpeg(path: Path) -> bytes:

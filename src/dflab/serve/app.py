@@ -47,9 +47,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 MB = 2 ** 20
 #: Multipart overhead allowed on top of the file itself (boundaries, part headers, small fields).
 FORM_SLACK = 64 * 1024
-#: Finished jobs are kept this long (seconds) for ``GET /api/jobs/{id}``, and at most this many.
+#: Finished jobs are kept this long (seconds) for ``GET /api/jobs/{id}``, and at most this many
+#: (``POST /api/predict`` jobs are dropped once answered).
 JOB_TTL_S = 300
-JOB_KEEP = 64
+JOB_KEEP = 32
 #: Largest side of a photo heatmap sent back (bigger ones are scaled down for the answer only).
 HEATMAP_MAX_SIDE = 1600
 
@@ -128,6 +129,7 @@ class Job:
     http_status: int = 200
     result: dict | None = None
     error: str = ""
+    fetched: float | None = None  # when its result was first sent to a poller
     waiters: list = field(default_factory=list)
 
     def public(self, position: int | None = None) -> dict:
@@ -189,11 +191,18 @@ class Scoring:
             position = self.waiting.index(job_id) if job is not None and job_id in self.waiting else None
         return job, position
 
+    def forget(self, job_id: str) -> None:
+        with self.lock:
+            self.jobs.pop(job_id, None)
+
     def _prune(self) -> None:
+        """Finished jobs go after JOB_TTL_S, 30 s after their result was fetched, or oldest first
+        beyond JOB_KEEP (their results hold the heatmaps)."""
         now = time.monotonic()
         finished = [j for j in self.jobs.values() if j.finished is not None]
-        for job in finished:
-            if now - job.finished > JOB_TTL_S or len(finished) > JOB_KEEP:
+        for job in list(finished):
+            fetched = job.fetched is not None and now - job.fetched > 30
+            if fetched or now - job.finished > JOB_TTL_S or len(finished) > JOB_KEEP:
                 self.jobs.pop(job.id, None)
                 finished.remove(job)
 
@@ -552,7 +561,10 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         (`detector`, `threshold`, `framing`, `results`, `photos`, `videos`; paths are the uploaded
         file's name) plus `kind`, `file`, `elapsed_s`; heatmaps are PNG data URLs."""
         job = await accept(request, request_options(frames, aggregation, heatmap))
-        await _wait(job)
+        try:
+            await _wait(job)
+        finally:
+            scoring.forget(job.id)
         if job.result is None:
             return JSONResponse({"detail": job.error}, status_code=job.http_status)
         return job.result
@@ -571,7 +583,10 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         and its result (`done`) or error (`failed`: the HTTP status and reason `/api/predict` would give)."""
         job, position = scoring.get(job_id)
         if job is None:
-            raise UploadRefused(404, f"no such job (results are kept {JOB_TTL_S // 60} minutes)")
+            raise UploadRefused(404, f"no such job (results are kept {JOB_TTL_S // 60} minutes, "
+                                     "30 s once fetched)")
+        if job.finished is not None and job.fetched is None:
+            job.fetched = time.monotonic()
         return job.public(position)
 
     @app.get("/api/model", tags=["model"])
