@@ -222,7 +222,9 @@ function chooseFrame(video, i) {
   document.querySelectorAll("#chart .pt").forEach((pt) => pt.classList.toggle("chosen", Number(pt.dataset.i) === i));
   if (!url) { show("frame-figure", false); return; }
   $("frame-heatmap").src = url;
-  $("frame-caption").textContent = "Frame " + f.frame_index + " at " + f.timestamp.toFixed(2) + " s: P(fake) " + fmt(f.p_fake);
+  $("frame-heatmap").className = f.p_fake !== null && f.p_fake >= current.result.threshold ? "fake" : "real";
+  $("frame-caption").textContent = "Frame " + f.frame_index + " at " + f.timestamp.toFixed(2) + " s: P(fake) " + fmt(f.p_fake) +
+    " (" + (f.p_fake >= current.result.threshold ? "fake" : "real") + ") · the heatmap over its face";
   show("frame-figure", true);
 }
 
@@ -236,7 +238,7 @@ function el(name, attrs, text) {
 function drawChart(video, threshold) {
   const svg = $("chart");
   svg.textContent = "";
-  const W = 640, H = 260, L = 44, R = 12, T = 12, B = 34;
+  const W = 640, H = 260, L = 44, R = 28, T = 22, B = 34;
   const scores = video.frame_scores || [];
   const tMax = Math.max(0.001, ...scores.map((f) => f.timestamp));
   const x = (t) => L + (W - L - R) * (t / tMax);
@@ -251,7 +253,7 @@ function drawChart(video, threshold) {
     const t = tMax * k / 4;
     svg.append(el("text", { x: x(t), y: H - B + 16, "text-anchor": "middle" }, t.toFixed(1) + " s"));
   }
-  svg.append(el("text", { x: 4, y: T + 4, "text-anchor": "start" }, "P(fake)"));
+  svg.append(el("text", { x: L + 6, y: 12, "text-anchor": "start" }, "P(fake)"));
   svg.append(el("line", { x1: L, x2: W - R, y1: y(threshold), y2: y(threshold), class: "threshold" }));
   const pts = scores.filter((f) => f.p_fake !== null);
   if (pts.length) {
