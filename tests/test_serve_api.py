@@ -55,6 +55,7 @@ def upload_root(tmp_path_factory):
     tempfile.tempdir = str(root)
     yield root
     tempfile.tempdir = saved
+    assert list(root.iterdir()) == [], "upload folders left behind"
 
 
 @pytest.fixture(scope="module")
@@ -308,8 +309,13 @@ def test_model_health_docs_and_page(client, upload_root):
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
 
 
-def test_upload_folders_are_all_deleted(client, upload_root):
-    # runs last in this module: every upload folder made by the tests above is gone
+def test_upload_folders_are_all_deleted(client, upload_root, astronaut_jpeg):
+    # scored, refused after the upload, refused while streaming: every upload folder is gone
+    # (the fixture checks it again once the whole module has run)
+    assert post(client, "a.jpg", astronaut_jpeg.read_bytes(), "?heatmap=false").status_code == 200
+    assert post(client, "b.jpg", b"not a picture").status_code == 415
+    assert post(client, "c.jpg", _truncated_jpeg(astronaut_jpeg)).status_code == 422
+    assert post(client, "d.jpg", b"\xff\xd8\xff" + bytes(4 * 2 ** 20)).status_code == 413
     assert client.get("/api/health").json()["in_flight"] == 0
     assert list(upload_root.iterdir()) == []
 
