@@ -54,6 +54,12 @@ def faces_per_second(detector, paths: list[str], rounds: int = 3) -> float:
     return float(np.median(speeds))
 
 
+def rewrite_card(summary_file: Path, out: Path) -> None:
+    """Write the model card again from a build's summary (after a change of the card's wording)."""
+    summary = json.loads(summary_file.read_text())
+    (out / "MODEL_CARD.md").write_text(model_card(summary), encoding="utf-8")
+
+
 def main() -> None:
     keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -106,6 +112,7 @@ def main() -> None:
         "training_sets": sizes, "n_train": trained.get("n_train"), "n_valid": len(valid),
         # The command as a user of a fresh clone types it (../shared beside the project).
         "training_command": lab_config.get("command", "").replace(str(args.shared.resolve()), "../shared"),
+        "run_folder": str(args.run),
         "seed": lab_config.get("seed"),
         "test_flip": test_flip,
         "test_flip_choice": {"valid_auc": {"off": valid_auc[False], "on": valid_auc[True]},
@@ -185,15 +192,20 @@ def model_card(summary: dict) -> str:
         "## How it was trained (one command, resumable)",
         "```sh",
         info["training_command"] or "(command not recorded)",
-        "python benchmarks/build_ready_detector.py out/ready --shared ../shared --out src/dflab/ready/dflab-face",
+        f"python benchmarks/build_ready_detector.py {info.get('run_folder', 'RUN')} --shared ../shared "
+        "--out src/dflab/ready/dflab-face",
         "```",
         "AdamW, warm-up + cosine schedule, flip / colour / blur / rescale / JPEG augmentation, batch 32,",
         f"seed {info['seed']}; the epoch of best AUC on the validation part is kept (early stopping). On a GPU add",
         "`--param device=cuda` (mixed precision is used on CUDA). Epochs:",
     ]
-    for record in info.get("history") or []:
+    history = info.get("history") or []
+    for record in history:
         lines.append(f"- epoch {record['epoch']}: loss {record['train_loss']:.4f}, validation AUC "
                      f"{record.get('valid_auc', float('nan')):.4f}, {record['seconds']:.0f} s")
+    if history:
+        lines.append(f"Training time: {sum(r['seconds'] for r in history):.0f} s on 2 CPU cores (epoch times vary "
+                     "with what else ran on the machine; the fastest epoch is the uncontended one).")
     framing = info["framing"]
     lines += [
         "",
