@@ -67,17 +67,26 @@ def photo_heatmap(detector, image: np.ndarray, crops, regions) -> np.ndarray:
     return heatmap
 
 
+def overlay_evidence(image: np.ndarray, heatmap: np.ndarray, strength: float = 0.6) -> np.ndarray:
+    """The photo with the heatmap in JET colours blended in where it is high: the rest of the photo
+    stays as it was (a uniform tint over a whole photo hides more than it shows)."""
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, np.float32)), 0, 1)
+    coloured = cv2.cvtColor(cv2.applyColorMap((heat * 255).round().astype(np.uint8), cv2.COLORMAP_JET),
+                            cv2.COLOR_BGR2RGB).astype(np.float32)
+    weight = (strength * heat)[..., None]
+    return (image.astype(np.float32) * (1 - weight) + coloured * weight).round().astype(np.uint8)
+
+
 def write_photo_heatmap(detector, image, name: str, crops, regions, faces: list[dict], folder: Path) -> str | None:
     """``<stem>_heatmap.png`` in ``folder``: the explanation over the picture, boxes by verdict."""
     from .progress import warn
-    from .video import overlay_heatmap
 
     try:
         heatmap = photo_heatmap(detector, image, crops, regions)
     except NotImplementedError as err:
         warn(f"{name}: no heatmap ({err})")
         return None
-    picture = overlay_heatmap(image, heatmap)
+    picture = overlay_evidence(image, heatmap)
     thickness = max(2, round(max(image.shape[:2]) / 300))
     for face in faces:
         x0, y0, x1, y1 = (int(round(v)) for v in face["box"])
