@@ -148,7 +148,7 @@ class Job:
 class Scoring:
     """One worker thread scoring jobs in order; at most ``max_jobs`` uploads admitted at a time."""
 
-    def __init__(self, scorer, *, max_jobs: int, predict_options: dict):
+    def __init__(self, scorer, *, max_jobs: int, predict_options: dict, own_thread: bool = True):
         self.scorer = scorer
         self.max_jobs = max_jobs
         self.predict_options = predict_options
@@ -159,8 +159,14 @@ class Scoring:
         self.waiting: list[str] = []
         self.job_seconds = 1.0  # running mean of a job's scoring time (for Retry-After)
         self.served = 0
-        self.thread = threading.Thread(target=self._run, name="dflab-serve-worker", daemon=True)
-        self.thread.start()
+        self.thread = None
+        if own_thread:
+            self.thread = threading.Thread(target=self._run, name="dflab-serve-worker", daemon=True)
+            self.thread.start()
+
+    def run_here(self) -> None:
+        """Score on the calling thread until :meth:`stop` (``dflab serve`` scores on the main thread)."""
+        self._run()
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -449,7 +455,8 @@ def _model_card(scorer) -> str:
 
 def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int = 32,
                max_video_seconds: float = 600.0, max_video_frames: int = 100_000, max_frames: int = 256,
-               predict_options: dict | None = None, model_loader: Callable[[], Any] | None = None) -> FastAPI:
+               predict_options: dict | None = None, model_loader: Callable[[], Any] | None = None,
+               scoring_thread: bool = True) -> FastAPI:
     """The application. ``scorer``: a fitted detector (default: the one ``dflab predict`` uses, the
     ready detector). ``max_jobs``: uploads admitted at a time (receiving, waiting or being scored);
     beyond it 503 with Retry-After. ``predict_options``: other :class:`dflab.predict.PredictOptions`
@@ -465,7 +472,9 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         else:
             scorer = model_loader()
     limits = {"max_video_seconds": float(max_video_seconds), "max_video_frames": int(max_video_frames)}
-    scoring = Scoring(scorer, max_jobs=max_jobs, predict_options=dict(predict_options or {}))
+    # scoring_thread=False: the caller runs ``app.state.scoring.run_here()`` itself (on the main thread).
+    scoring = Scoring(scorer, max_jobs=max_jobs, predict_options=dict(predict_options or {}),
+                      own_thread=scoring_thread)
     threshold = model_threshold(scorer) if (predict_options or {}).get("threshold") is None \
         else float(predict_options["threshold"])
     framing = getattr(scorer, "face_framing", None)

@@ -50,12 +50,14 @@ def serve_command(
     sock.listen(128)
     sock.set_inheritable(True)
 
+    import threading
+
     import uvicorn
 
     from .app import create_app
 
     app = create_app(scorer, max_upload_bytes=int(max_upload_mb * 2 ** 20), max_jobs=max_jobs,
-                     max_video_seconds=max_video_seconds)
+                     max_video_seconds=max_video_seconds, scoring_thread=False)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else ('[::1]' if host == '::' else shown)}:{bound}/"
@@ -64,4 +66,16 @@ def serve_command(
     if host not in ("127.0.0.1", "localhost", "::1"):
         out_console.print(f"note: listening on {host}, reachable from other machines", highlight=False)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    # The network runs on the main thread and the HTTP server on a thread, not the other way round:
+    # PyTorch's OpenMP work ran 1.6-1.8x slower on a second thread here (benchmarks/RESULTS.md).
+    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dflab-serve-http", daemon=True)
+    http.start()
+    try:
+        app.state.scoring.run_here()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        app.state.scoring.stop()
+        http.join(timeout=10)
