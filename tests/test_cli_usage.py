@@ -42,6 +42,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
     (["evaluate", "d", "--n-boot", "0"], "'--n-boot'"),
     (["train", "d", "--detector", "ela-logreg", "--out", "m", "--valid-fraction", "1.5"], "'--valid-fraction'"),
     (["lab", "--task1", "t", "--detector", "ela-logreg", "--workers", "-1"], "'--workers'"),
+    (["lab", "--task1", "t", "--detector", "ela-logreg", "--tasks", "2"], "need --task23"),
+    (["lab", "--task1", "t", "--task23", "u", "--detector", "ela-logreg", "--tasks", "1,2", "--task3-data", "x"],
+     "--task3-data"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, needle):
     result = run(*args)

@@ -358,13 +358,16 @@ def lab_command(
 
     set_quiet(quiet)
     chosen_tasks = _parse_tasks(tasks)
+    # Without --task23 the default runs Task 1 alone; naming Task 2 or 3 (or their data) asks for it.
+    if task23 is None and (task3_data or (tasks != "1,2,3" and set(chosen_tasks) & {2, 3})):
+        raise UserError("Tasks 2 and 3 need --task23 (their evaluation data)")
+    if task3_data and (not task3 or 3 not in chosen_tasks):
+        raise UserError("--task3-data is training data for Task 3: drop --no-task3 / include 3 in --tasks")
     _existing(task1, "Task 1 database")
     if task23 is not None:
         _existing(task23, "Task 2/3 database")
     for extra in task3_data:
         _existing(extra, "--task3-data database")
-    if 3 in chosen_tasks and (task23 is None or not task3) and (task3_data or chosen_tasks == (3,)):
-        raise UserError("Task 3 needs --task23 (its validation and evaluation data) and not --no-task3")
     _check_detectors(detector)
     detector_params = parse_detector_params(param, detector)
     _output_dir(out, "--out")

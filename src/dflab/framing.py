@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .features import extract
-from .images import ImageLike
+from .images import ImageLike, load_image
 
 #: Layout of one located face: found flag, box (x0, y0, x1, y1), score, 5 landmarks (x, y).
 _N_VALUES = 1 + 4 + 1 + 10
@@ -144,8 +144,6 @@ def measure_framing(sources: Sequence[ImageLike], *, workers: int | None = None)
     for source, face in zip(sources, locate_faces(sources, workers=workers, description="measuring framing")):
         if face is None:
             continue
-        from .images import load_image
-
         height, width = load_image(source).shape[:2]
         x0, y0, x1, y1 = face.box
         side = max(x1 - x0, y1 - y0)

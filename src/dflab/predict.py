@@ -128,8 +128,8 @@ def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
     import cv2
 
     from .images import load_image
+    from .photo import overlay_evidence
     from .progress import warn
-    from .video import overlay_heatmap
 
     folder.mkdir(parents=True, exist_ok=True)
     for image, p_fake in zip(images, scores):
@@ -142,4 +142,4 @@ def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
             return
         picture = load_image(str(image))
         cv2.imwrite(str(folder / f"{image.stem}_heatmap.png"),
-                    cv2.cvtColor(overlay_heatmap(picture, heat), cv2.COLOR_RGB2BGR))
+                    cv2.cvtColor(overlay_evidence(picture, heat), cv2.COLOR_RGB2BGR))

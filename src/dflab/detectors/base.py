@@ -229,8 +229,9 @@ class Detector(BaseEstimator):
         except UnknownDetectorError:
             raise ModelFileError(path, f"unknown detector {name!r} (made by another dflab version?)") from None
         params = _checked_model_params(entry.cls, config["params"], path)
-        unknown_runtime = sorted(set(runtime_params) - set(inspect.signature(entry.cls.__init__).parameters))
-        runtime_params = {k: v for k, v in runtime_params.items() if k not in unknown_runtime}
+        # A caller's setting the detector does not take (``workers`` for a rule) is not an error.
+        accepted = inspect.signature(entry.cls.__init__).parameters
+        runtime_params = {k: v for k, v in runtime_params.items() if k in accepted}
         try:
             detector = create(name, **{**params, **runtime_params})
         except (TypeError, ValueError) as err:
