@@ -1,3 +1,3 @@
-from .cli import main
+from dflab.cli import main
 
 main()

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from .memory import keep_freed_memory
-from .progress import is_quiet, printable, set_quiet
+from dflab import __version__
+from dflab.memory import keep_freed_memory
+from dflab.progress import is_quiet, printable, set_quiet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepfake-lab: is this face image or video a deepfake? And the detection lab that measures it.")
@@ -73,14 +73,14 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .data import DataError
-    from .detectors.base import ModelFileError, NotFittedError, TrainingDataError
-    from .detectors.registry import UnknownDetectorError
-    from .images import ImageError
-    from .lab import LabBusyError
-    from .metrics import MetricsError
-    from .video import VideoError
-    from .weights import WeightsError
+    from dflab.data import DataError
+    from dflab.detectors.base import ModelFileError, NotFittedError, TrainingDataError
+    from dflab.detectors.registry import UnknownDetectorError
+    from dflab.images import ImageError
+    from dflab.lab import LabBusyError
+    from dflab.metrics import MetricsError
+    from dflab.video import VideoError
+    from dflab.weights import WeightsError
 
     return (UserError, DataError, ImageError, LabBusyError, MetricsError, ModelFileError, NotFittedError, TrainingDataError,
             UnknownDetectorError,
@@ -204,7 +204,7 @@ def _existing(path: Path, what: str) -> Path:
 @app.command("detectors")
 def detectors_command() -> None:
     """List the available detectors, one line each, and which are ready to use without training."""
-    from .detectors import available, create
+    from dflab.detectors import available, create
 
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("name")
@@ -236,7 +236,7 @@ def faces_extract(
     quiet: bool = QuietOption,
 ) -> None:
     """Detect and crop faces; write a manifest row per crop and a status per source."""
-    from .faces import extract_faces, read_sources
+    from dflab.faces import extract_faces, read_sources
 
     set_quiet(quiet)
     for source in sources:
@@ -261,8 +261,8 @@ def faces_extract(
 @weights_app.command("list")
 def weights_list() -> None:
     """The weight files dflab knows: shipped with the package (ready to use) or fetched, with their sha256."""
-    from . import weights
-    from .detectors.ready import ready_model_dir, ready_models
+    from dflab import weights
+    from dflab.detectors.ready import ready_model_dir, ready_models
 
     table = Table(show_header=True, header_style="bold", box=None)
     for column in ("name", "present", "sha256", "description", "licence"):
@@ -284,7 +284,7 @@ def weights_fetch(name: str = typer.Argument(..., help="Name from `dflab weights
                   dest: Optional[Path] = typer.Option(None, help="Folder or file to write (default: the weights folder).")
                   ) -> None:
     """Download a weight file and check its sha256."""
-    from . import weights
+    from dflab import weights
 
     path = weights.fetch(name, dest=dest, url_override=url)
     out_console.print(escape(f"{name}: {path} (sha256 verified)"))
@@ -297,7 +297,7 @@ def data_summary(path: Path = typer.Argument(..., help="Dataset folder, or a man
                  layout: Optional[str] = typer.Option(None, help="Override the detected layout."),
                  ) -> None:
     """Counts per split x label, videos and pairs."""
-    from . import data
+    from dflab import data
 
     manifest = _read_dataset(path, layout)
     found = layout or (data.detect_layout(path) if path.is_dir() else "manifest")
@@ -310,7 +310,7 @@ def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
                   out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet."),
                   layout: Optional[str] = typer.Option(None, help="Override the detected layout.")) -> None:
     """Scan a dataset folder and save its manifest."""
-    from . import data
+    from dflab import data
 
     manifest = _read_dataset(path, layout)
     data.save_manifest(manifest, _output_file(out, "--out"))
@@ -318,7 +318,7 @@ def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
 
 
 def _read_dataset(path: Path, layout: Optional[str]):
-    from . import data
+    from dflab import data
 
     _existing(path, "dataset")
     if path.is_file() and path.suffix.lower() == ".parquet":
@@ -354,7 +354,7 @@ def lab_command(
     """Run Task 1 (intra-database), Task 2 (inter-database) and Task 3, and write the report.
 
     Video datasets (FaceForensics++, DFDC, real/fake folders of videos) are turned into face crops first."""
-    from .lab import LabConfig, run_lab
+    from dflab.lab import LabConfig, run_lab
 
     set_quiet(quiet)
     chosen_tasks = _parse_tasks(tasks)
@@ -393,7 +393,7 @@ def _parse_tasks(text: str) -> tuple[int, ...]:
 
 
 def _check_detectors(names: List[str]) -> None:
-    from .detectors import get
+    from dflab.detectors import get
 
     for name in names:
         get(name)
@@ -402,7 +402,7 @@ def _check_detectors(names: List[str]) -> None:
 def parse_detector_params(items: List[str], detectors: List[str]) -> dict[str, dict]:
     """``[DETECTOR.]KEY=VALUE`` items -> {detector: {key: value}}; without a detector prefix the
     parameter goes to every detector that accepts it. Unknown keys are a user error."""
-    from .detectors import create
+    from dflab.detectors import create
 
     accepted = {name: create(name).get_params(deep=False) for name in detectors}
     params: dict[str, dict] = {}
@@ -429,7 +429,7 @@ def parse_detector_params(items: List[str], detectors: List[str]) -> dict[str, d
 def _print_summary(result: dict) -> None:
     if is_quiet():
         return
-    from .report import format_metric
+    from dflab.report import format_metric
 
     table = Table(show_header=True, header_style="bold")
     for column in ("task", "detector", "frame AUC", "frame EER", "video AUC", "video EER"):
@@ -461,7 +461,7 @@ def demo_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Generate a small synthetic lab (no data needed), run the lab on it and write the report."""
-    from .demo import run_demo
+    from dflab.demo import run_demo
 
     set_quiet(quiet)
     _check_detectors(detector)
@@ -491,8 +491,8 @@ def train_command(
     """Train a detector on a dataset's development split (validation held out by video)."""
     import pandas as pd
 
-    from . import data
-    from .lab import LabConfig, build_detector, level_thresholds
+    from dflab import data
+    from dflab.lab import LabConfig, build_detector, level_thresholds
 
     set_quiet(quiet)
     if out.suffix.lower() == ".zip":
@@ -525,8 +525,8 @@ def _select_split(manifest, split: str, source: Path):
 
 def _load_model(model: Optional[Path], detector: Optional[str], workers: Optional[int]):
     """The model of ``--model``, else the detector of ``--detector``, else the shipped ready detector."""
-    from .detectors import create, load_detector
-    from .detectors.ready import DEFAULT_READY, ready_models
+    from dflab.detectors import create, load_detector
+    from dflab.detectors.ready import DEFAULT_READY, ready_models
 
     if model is not None:
         return load_detector(_existing(model, "model"), workers=workers) if workers else load_detector(model)
@@ -558,9 +558,9 @@ def evaluate_command(
     """Score a dataset with a model and write scores, metrics, plots and a report."""
     import datetime as dt
 
-    from . import metrics as metrics_module
-    from .lab import read_scores, score_manifest, skipped_files
-    from .report import write_report
+    from dflab import metrics as metrics_module
+    from dflab.lab import read_scores, score_manifest, skipped_files
+    from dflab.report import write_report
 
     set_quiet(quiet)
     manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
@@ -581,7 +581,7 @@ def evaluate_command(
         "skipped": skipped_files(read_scores(out / "scores.csv")),
     }
     if perturb:
-        from .robustness import evaluate_robustness
+        from dflab.robustness import evaluate_robustness
 
         scored = manifest.merge(scores[["path", "score"]], on="path", how="left")
         report_metrics["robustness"] = {name: evaluate_robustness(
@@ -623,8 +623,8 @@ def predict_command(
     frame scores are aggregated into the video's P(fake)."""
     import pandas as pd
 
-    from .data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    from .predict import PREDICTION_COLUMNS, PredictOptions, predict_files
+    from dflab.data import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from dflab.predict import PREDICTION_COLUMNS, PredictOptions, predict_files
 
     set_quiet(quiet)
     _existing(target, "input")
@@ -651,7 +651,7 @@ def predict_command(
 def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) -> None:
     import numpy as np
 
-    from .predict import prediction_payload
+    from dflab.predict import prediction_payload
 
     if csv:  # file names that are not UTF-8 are written back as the bytes they are
         rows.to_csv(csv, index=False, errors="surrogateescape")
@@ -672,7 +672,7 @@ def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) ->
 
 
 # `dflab serve` (FastAPI and uvicorn are imported only when it runs).
-from .serve.command import serve_command  # noqa: E402
+from dflab.serve.command import serve_command
 
 app.command("serve")(serve_command)
 

@@ -147,7 +147,7 @@ def _walk_files(folder: Path, extensions: frozenset[str]) -> list[Path]:
 
     A linked folder is entered once (a link loop, or two links to one folder, would count the same
     files again); dangling links, loops and unreadable folders are skipped with a warning."""
-    from .progress import warn
+    from dflab.progress import warn
 
     found: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
@@ -553,7 +553,7 @@ def _scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
         conflicting = manifest[manifest["path"].isin(manifest.loc[duplicated, "path"])].groupby("path")["label"].nunique()
         if (conflicting > 1).any():
             raise DataError(f"{csv_path}: {conflicting.index[conflicting > 1][0]} is listed as both real and fake")
-        from .progress import warn
+        from dflab.progress import warn
 
         warn(f"{csv_path}: {int(duplicated.sum())} duplicated row(s) dropped (e.g. {manifest.loc[duplicated, 'path'].iloc[0]})")
         manifest = manifest[~duplicated].reset_index(drop=True)

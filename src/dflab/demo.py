@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .lab import LabConfig, run_lab
-from .progress import info
-from .synth import make_lab
+from dflab.lab import LabConfig, run_lab
+from dflab.progress import info
+from dflab.synth import make_lab
 
 #: Sized so that the demo runs in well under 3 minutes on 2 CPU cores.
 DEMO_SIZES = dict(n_videos_dev=24, n_videos_eval=12, frames_per_video=8, size=128, n_t23_dev=100, n_t23_eval=50)

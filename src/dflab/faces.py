@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .images import ImageError, load_image
-from .progress import track, warn
-from .video import VideoError, is_video_path, sample_frames
+from dflab.images import ImageError, load_image
+from dflab.progress import track, warn
+from dflab.video import VideoError, is_video_path, sample_frames
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -218,7 +218,7 @@ def _blazeface_network():
 def find_weights(name: str, explicit: str | os.PathLike | None = None) -> Path:
     """A third-party weight file: ``explicit`` if given, else where ``dflab weights fetch NAME`` keeps
     it (``$DFLAB_WEIGHTS`` or ``~/.cache/dflab/weights``)."""
-    from .weights import local_path
+    from dflab.weights import local_path
 
     path = Path(explicit) if explicit is not None else local_path(name)
     if not path.is_file():

@@ -23,9 +23,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .images import ImageError, ImageLike, as_rgb_array, decode_image, source_name
-from .memory import is_keeping_freed_memory, keep_freed_memory
-from .progress import progress_bar
+from dflab.images import ImageError, ImageLike, as_rgb_array, decode_image, source_name
+from dflab.memory import is_keeping_freed_memory, keep_freed_memory
+from dflab.progress import progress_bar
 
 #: Below this many files the work runs in-process: starting workers would cost more than it saves.
 MIN_ITEMS_FOR_WORKERS = 48

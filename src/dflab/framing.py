@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .features import extract
-from .images import ImageLike, load_image
+from dflab.features import extract
+from dflab.images import ImageLike, load_image
 
 #: Layout of one located face: found flag, box (x0, y0, x1, y1), score, 5 landmarks (x, y).
 _N_VALUES = 1 + 4 + 1 + 10
@@ -62,7 +62,7 @@ def _mtcnn(min_face_size: int, min_score: float):
 
         import torch
 
-        from .faces import MTCNNDetector
+        from dflab.faces import MTCNNDetector
 
         if multiprocessing.parent_process() is not None:
             # A worker owns one core: torch's own thread pool would fight the other workers for it.

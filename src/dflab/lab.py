@@ -20,13 +20,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import __version__, data, metrics
-from .calibration import CalibrationError, calibration_summary
-from .detectors import Detector, create, load_detector
-from .detectors.base import ModelFileError
-from .images import ImageError, load_image
-from .progress import info, warn
-from .videodata import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
+from dflab import __version__, data, metrics
+from dflab.calibration import CalibrationError, calibration_summary
+from dflab.detectors import Detector, create, load_detector
+from dflab.detectors.base import ModelFileError
+from dflab.images import ImageError, load_image
+from dflab.progress import info, warn
+from dflab.videodata import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
 
 LEVELS = ("frame", "video_mean_prob", "video_mean_logit")
 SCORE_COLUMNS = ["task", "detector", "dataset", "split", "path", "video", "label", "score", "error"]
@@ -297,7 +297,7 @@ def run_lab(config: LabConfig) -> dict:
 
 
 def _run_lab(config: LabConfig, out: Path) -> dict:
-    from .report import write_report
+    from dflab.report import write_report
 
     _write_text_atomic(out / "lab_config.json", json.dumps(config_to_dict(config), indent=2))
     manifests = prepare_manifests(config)

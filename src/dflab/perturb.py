@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, ImageLike, as_rgb_array, load_image, source_name
+from dflab.images import ImageError, ImageLike, as_rgb_array, load_image, source_name
 
 __all__ = ["Perturbation", "PERTURBATIONS", "apply", "jpeg", "downscale", "gaussian_blur", "gaussian_noise",
            "perturbed_sources"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .framing import FaceFraming
-from .images import ImageError, ImageLike, load_image, source_name
+from dflab.framing import FaceFraming
+from dflab.images import ImageError, ImageLike, load_image, source_name
 
 #: Box colours (RGB) of the heatmap picture, by verdict.
 VERDICT_COLOURS = {"fake": (230, 40, 40), "real": (40, 200, 70)}
@@ -29,7 +29,7 @@ def predict_photo(detector, source: ImageLike, *, framing: FaceFraming, threshol
     Returns ``{"path", "status", "reason", "width", "height", "faces": [{"face", "box", "confidence",
     "p_fake", "verdict"}], "heatmap"}``; faces are numbered left to right, ``heatmap`` is the path of
     the explanation overlaid on the picture (with ``heatmap_dir``) or None."""
-    from .faces import get_face_detector
+    from dflab.faces import get_face_detector
 
     name = source_name(source)
     result = {"path": name, "status": "error", "reason": "", "width": 0, "height": 0, "faces": [], "heatmap": None}
@@ -79,7 +79,7 @@ def overlay_evidence(image: np.ndarray, heatmap: np.ndarray, strength: float = 0
 
 def write_photo_heatmap(detector, image, name: str, crops, regions, faces: list[dict], folder: Path) -> str | None:
     """``<stem>_heatmap.png`` in ``folder``: the explanation over the picture, boxes by verdict."""
-    from .progress import warn
+    from dflab.progress import warn
 
     try:
         heatmap = photo_heatmap(detector, image, crops, regions)

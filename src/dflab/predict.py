@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import VIDEO_EXTENSIONS
-from .framing import FaceFraming
+from dflab.data import VIDEO_EXTENSIONS
+from dflab.framing import FaceFraming
 
 #: One row per face (photos), per image (``faces="whole"``) or per video.
 PREDICTION_COLUMNS = ["path", "face", "box", "p_fake", "verdict", "error"]
@@ -48,10 +48,10 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
     says ``error`` (or ``no face``) and why. ``on_frames(done, total)`` reports video progress.
 
     Returns ``{"threshold", "framing", "rows": [...], "photos": [...], "videos": [...]}``."""
-    from .lab import failure_reason
-    from .photo import predict_photo
-    from .progress import track
-    from .video import predict_video
+    from dflab.lab import failure_reason
+    from dflab.photo import predict_photo
+    from dflab.progress import track
+    from dflab.video import predict_video
 
     threshold = model_threshold(scorer) if options.threshold is None else float(options.threshold)
     framing = scorer.face_framing
@@ -127,9 +127,9 @@ def _row(path, *, face="", box="", p_fake=float("nan"), verdict="error", error="
 def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
     import cv2
 
-    from .images import load_image
-    from .photo import overlay_evidence
-    from .progress import warn
+    from dflab.images import load_image
+    from dflab.photo import overlay_evidence
+    from dflab.progress import warn
 
     folder.mkdir(parents=True, exist_ok=True)
     for image, p_fake in zip(images, scores):

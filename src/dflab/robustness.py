@@ -8,9 +8,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .perturb import PERTURBATIONS, perturbed_sources
-from .progress import info
+from dflab import metrics
+from dflab.perturb import PERTURBATIONS, perturbed_sources
+from dflab.progress import info
 
 
 def evaluate_robustness(detector, manifest: pd.DataFrame, out_dir: str | Path, *,

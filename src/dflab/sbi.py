@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .images import ImageLike, load_image
+from dflab.images import ImageLike, load_image
 
 __all__ = ["BLEND_RATIOS", "face_hull", "face_mask", "ellipse_mask", "self_blend", "make_sbi_batch",
            "SelfBlendedDataset", "sbi_grid"]

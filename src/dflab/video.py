@@ -466,8 +466,8 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
     ``on_frames(done, total)`` is called as the sampled frames are searched for faces (a few at a
     time) and once more when they are scored.
     """
-    from .faces import crop_face, get_face_detector, select_faces
-    from .progress import warn
+    from dflab.faces import crop_face, get_face_detector, select_faces
+    from dflab.progress import warn
 
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")

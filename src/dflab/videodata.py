@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import is_video_file
-from .faces import FaceDetector, extract_faces
+from dflab.data import is_video_file
+from dflab.faces import FaceDetector, extract_faces
 
 __all__ = ["STATUS_COLUMNS", "STATUS_FILE", "expand_video_rows", "skipped_videos", "read_video_status"]
 

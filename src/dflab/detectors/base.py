@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from .. import __version__
-from ..images import ImageError, ImageLike, load_image
+from dflab import __version__
+from dflab.images import ImageError, ImageLike, load_image
 
 MODEL_FORMAT = "dflab-model"
 MODEL_FORMAT_VERSION = 1
@@ -156,7 +156,7 @@ class Detector(BaseEstimator):
     def face_framing(self):
         """How this model's training crops frame a face (:class:`dflab.framing.FaceFraming`), when its
         model info records it; ``dflab predict`` then finds and frames faces itself."""
-        from ..framing import FaceFraming
+        from dflab.framing import FaceFraming
 
         return FaceFraming.from_info(getattr(self, "model_info_", None))
 
@@ -220,7 +220,7 @@ class Detector(BaseEstimator):
     @classmethod
     def load(cls, path: str | Path, **runtime_params) -> "Detector":
         """Load a model saved by :meth:`save` (any detector type; the config names it)."""
-        from .registry import UnknownDetectorError, create, get
+        from dflab.detectors.registry import UnknownDetectorError, create, get
 
         config, files = read_model_files(path)
         name = config["detector"]

@@ -42,13 +42,13 @@ import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.metrics import roc_auc_score
 
-from .. import features
-from ..images import ImageError, ImageLike, load_image, source_name
-from ..progress import warn
-from .base import Detector, as_sources, as_training_set, require_both_classes
-from .classic import CLASSIFIERS, make_classifier
-from .ela import ela_map
-from .registry import register
+from dflab import features
+from dflab.images import ImageError, ImageLike, load_image, source_name
+from dflab.progress import warn
+from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
+from dflab.detectors.classic import CLASSIFIERS, make_classifier
+from dflab.detectors.ela import ela_map
+from dflab.detectors.registry import register
 
 #: Default YCbCr skin box (Chai & Ngan 1999): Cr in [133, 173], Cb in [77, 127].
 SKIN_CR = (133, 173)

@@ -19,9 +19,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from .. import features
-from ..progress import warn
-from .base import Detector, as_sources, as_training_set, require_both_classes
+from dflab import features
+from dflab.progress import warn
+from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 
 #: classifier name -> (builder(seed, value), candidate values tried on validation data).
 CLASSIFIERS = {

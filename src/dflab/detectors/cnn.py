@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import weights as weight_files
-from .registry import register
-from .base import as_training_set, require_both_classes
-from .torch_common import (TorchDetector, TrainSettings, map_in_order, pair_links, sample_triplets, train_binary,
-                           train_metric)
+from dflab import weights as weight_files
+from dflab.detectors.registry import register
+from dflab.detectors.base import as_training_set, require_both_classes
+from dflab.detectors.torch_common import (
+    TorchDetector, TrainSettings, map_in_order, pair_links, sample_triplets, train_binary, train_metric,
+)
 
 
 @dataclass(frozen=True)

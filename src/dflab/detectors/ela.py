@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..images import ImageLike, load_image
-from .classic import FeatureClassifierDetector
-from .registry import register
+from dflab.images import ImageLike, load_image
+from dflab.detectors.classic import FeatureClassifierDetector
+from dflab.detectors.registry import register
 
 _PERCENTILES = (50, 90, 99)
 _FRACTIONS = np.asarray(_PERCENTILES, dtype=np.float64) / 100.0

@@ -36,11 +36,11 @@ from scipy.special import expit, logit
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from ..calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator
-from ..images import ImageLike, load_image
-from ..progress import warn
-from .base import Detector, as_sources, as_training_set, load_detector, read_model_config
-from .registry import create, get, register
+from dflab.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator
+from dflab.images import ImageLike, load_image
+from dflab.progress import warn
+from dflab.detectors.base import Detector, as_sources, as_training_set, load_detector, read_model_config
+from dflab.detectors.registry import create, get, register
 
 FUSION_METHODS = ("mean_prob", "mean_logit", "stacking")
 _CLIP = 1e-6

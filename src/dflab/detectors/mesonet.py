@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..weights import WeightsError
-from .registry import register
-from .torch_common import UNIT_SCALE, TorchDetector
+from dflab.weights import WeightsError
+from dflab.detectors.registry import register
+from dflab.detectors.torch_common import UNIT_SCALE, TorchDetector
 
 #: Published weight files (in ../shared/weights/mesonet or $DFLAB_WEIGHTS[/mesonet]).
 PUBLISHED = {
@@ -229,7 +229,7 @@ class MesoNetDetector(TorchDetector):
         return {**super()._get_state(), "hidden_activation": self.model_.hidden_activation}
 
     def _set_state(self, state):
-        from .torch_common import numpy_to_model
+        from dflab.detectors.torch_common import numpy_to_model
 
         net = MesoNet(inception=self.arch == "mesoinception4", input_size=self.input_size,
                       hidden_activation=state["hidden_activation"])

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detector, ModelFileError, load_detector
-from .registry import register
+from dflab.detectors.base import Detector, ModelFileError, load_detector
+from dflab.detectors.registry import register
 
 READY_ROOT = Path(__file__).resolve().parents[1] / "ready"
 DEFAULT_READY = "dflab-face"

@@ -34,13 +34,14 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
 
-from ..images import ImageError, source_name
-from .base import as_sources, as_training_set, require_both_classes
-from .cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
-from .registry import register
-from .torch_common import (TorchDetector, TrainSettings, contrastive_loss, numpy_to_model, pair_links,
-                           predict_outputs, ready_for_inference, sample_pairs, state_to_numpy, train_binary,
-                           train_metric)
+from dflab.images import ImageError, source_name
+from dflab.detectors.base import as_sources, as_training_set, require_both_classes
+from dflab.detectors.cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
+from dflab.detectors.registry import register
+from dflab.detectors.torch_common import (
+    TorchDetector, TrainSettings, contrastive_loss, numpy_to_model, pair_links, predict_outputs,
+    ready_for_inference, sample_pairs, state_to_numpy, train_binary, train_metric,
+)
 
 #: Backbone name -> timm model. ``tiny-efficientnet`` (timm's 0.1 M-parameter test EfficientNet,
 #: random init) is there for quick runs and tests.

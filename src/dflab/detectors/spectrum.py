@@ -24,8 +24,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from .classic import FeatureClassifierDetector
-from .registry import register
+from dflab.detectors.classic import FeatureClassifierDetector
+from dflab.detectors.registry import register
 
 #: Added to |F| before the log, as in the authors' code.
 EPSILON = 1e-8

@@ -31,11 +31,11 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..framing import locate_faces, reframe, square_region
-from ..images import ImageError, ImageLike, load_image, probe_image, source_name
-from ..progress import info, progress_bar, warn
-from ..sbi import sbi_grid, self_blend
-from .base import Detector, as_sources, as_training_set, require_both_classes
+from dflab.framing import locate_faces, reframe, square_region
+from dflab.images import ImageError, ImageLike, load_image, probe_image, source_name
+from dflab.progress import info, progress_bar, warn
+from dflab.sbi import sbi_grid, self_blend
+from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -240,7 +240,7 @@ class Scoring:
                     wake()
 
     def _score(self, job: Job) -> None:
-        from ..predict import PredictOptions, predict_files, prediction_payload
+        from dflab.predict import PredictOptions, predict_files, prediction_payload
 
         heatmaps = job.folder / "heatmaps" if job.options.get("heatmap", True) else None
 
@@ -390,7 +390,7 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int) -> tupl
 
 def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path]:
     """(kind, path with the suffix of its content) of a saved upload; raises :class:`UploadRefused`."""
-    from ..images import MAX_PIXELS, probe_image
+    from dflab.images import MAX_PIXELS, probe_image
 
     size = path.stat().st_size
     if size == 0:
@@ -416,7 +416,7 @@ def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path]:
             status = 413 if reason.startswith("image too large") else 422
             raise UploadRefused(status, f"{name}: {reason}")
         return kind, saved
-    from ..video import VideoError, probe
+    from dflab.video import VideoError, probe
 
     try:
         info = probe(saved)
@@ -461,12 +461,12 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
     ready detector). ``max_jobs``: uploads admitted at a time (receiving, waiting or being scored);
     beyond it 503 with Retry-After. ``predict_options``: other :class:`dflab.predict.PredictOptions`
     fields (``threshold``, ``faces``, ``face_detector``)."""
-    from .. import __version__
-    from ..predict import model_threshold
+    from dflab import __version__
+    from dflab.predict import model_threshold
 
     if scorer is None:
         if model_loader is None:
-            from ..cli import _load_model
+            from dflab.cli import _load_model
 
             scorer = _load_model(None, None, None)
         else:

@@ -27,8 +27,8 @@ def serve_command(
     The page is at the printed address, the API documentation at /docs. Scoring uses the same function as `dflab predict`, one file at a time in a worker thread."""
     import socket
 
-    from ..cli import UserError, _load_model, out_console
-    from ..progress import set_quiet
+    from dflab.cli import UserError, _load_model, out_console
+    from dflab.progress import set_quiet
 
     set_quiet(True)  # no progress bars per request in the server's output
 
@@ -54,7 +54,7 @@ def serve_command(
 
     import uvicorn
 
-    from .app import create_app
+    from dflab.serve.app import create_app
 
     app = create_app(scorer, max_upload_bytes=int(max_upload_mb * 2 ** 20), max_jobs=max_jobs,
                      max_video_seconds=max_video_seconds, scoring_thread=False)
