@@ -2,8 +2,8 @@
 
 For the same image files and the same number of worker processes this measures
 
-* decode-only throughput: a process pool that only decodes each file with ``dflab.images.load_image``;
-* each extractor's throughput (ELA, block-DCT, spectrum) through ``dflab.features.extract`` with the
+* decode-only throughput: a process pool that only decodes each file with ``dflab.media.images.load_image``;
+* each extractor's throughput (ELA, block-DCT, spectrum) through ``dflab.media.extraction.extract`` with the
   feature cache disabled (decoding included, as in real use);
 
 and prints images/s and the ratio extractor / decode. The target is ratio >= 0.8 for every
@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dflab import features
-from dflab.detectors.block_dct import BlockDCTFeatures
-from dflab.detectors.ela import ELAFeatures
-from dflab.detectors.spectrum import SpectrumFeatures
-from dflab.images import ImageError, load_image
-from dflab.memory import keep_freed_memory
+from dflab.media import extraction as features
+from dflab.detectors.handcrafted.block_dct import BlockDCTFeatures
+from dflab.detectors.handcrafted.ela import ELAFeatures
+from dflab.detectors.handcrafted.spectrum import SpectrumFeatures
+from dflab.media.images import ImageError, load_image
+from dflab.runtime.memory import keep_freed_memory
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 TARGET_RATIO = 0.8
@@ -72,7 +72,7 @@ def _decode_chunk(paths: list[str]) -> int:
 
 
 def _decode_pool(workers: int) -> ProcessPoolExecutor:
-    # The same start method and per-worker thread limits as dflab.features' pool.
+    # The same start method and per-worker thread limits as dflab.media.extraction's pool.
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method),
                                initializer=features._init_worker)

@@ -38,8 +38,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dflab.detectors import available, create
-from dflab.detectors.torch_common import to_tensor
-from dflab.memory import keep_freed_memory
+from dflab.detectors.deep.tensors import to_tensor
+from dflab.runtime.memory import keep_freed_memory
 
 TARGET_OVERHEAD = 0.10
 

@@ -4,7 +4,7 @@
                                      [--detector mesonet4-df | --model PATH] [--threads N] [--target 2.0]
 
 For each FF++ clip (default ``../shared/datasets/videos/ffpp_c23``) and each face detector, it times
-the stages of :func:`dflab.video.predict_video` separately on the same 32 sampled frames: decoding
+the stages of :func:`dflab.inference.video.predict_video` separately on the same 32 sampled frames: decoding
 (``sample_frames``), face detection, cropping (largest face, scale 1.3, 256 px) and scoring with a
 dflab detector (default: the published MesoNet-4 DF weights, a small real scorer; ``--model`` loads
 a saved model). Model loading and one warm-up call are excluded. Prints a table and exits 1 when the
@@ -41,10 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from dflab.detectors.base import load_detector
     from dflab.detectors.registry import create
-    from dflab.faces import crop_face, get_face_detector, select_faces
-    from dflab.memory import keep_freed_memory
-    from dflab.progress import set_quiet
-    from dflab.video import aggregate, sample_frames
+    from dflab.faces.geometry import crop_face
+    from dflab.faces.finder import get_face_detector
+    from dflab.faces.tracking import select_faces
+    from dflab.runtime.memory import keep_freed_memory
+    from dflab.runtime.progress import set_quiet
+    from dflab.inference.video import aggregate
+    from dflab.media.video import sample_frames
 
     keep_freed_memory()  # as the dflab command does
     set_quiet(True)

@@ -35,9 +35,9 @@ from sklearn.metrics import roc_auc_score
 
 from dflab import __version__, data, metrics
 from dflab.detectors import load_detector
-from dflab.framing import measure_framing
-from dflab.lab import level_thresholds
-from dflab.memory import keep_freed_memory
+from dflab.faces.framing import measure_framing
+from dflab.lab.protocol import level_thresholds
+from dflab.runtime.memory import keep_freed_memory
 
 MIN_FACES_PER_SECOND = 40.0
 DETECTOR = "efficientnet-lite0"
@@ -137,7 +137,7 @@ def main() -> None:
         frame = measured[key]["frame"]
         print(f"{key}: frame AUC {frame['auc']:.4f} {frame['auc_ci']}, EER {frame['eer']:.4f}")
     clips = []
-    from dflab.video import predict_video
+    from dflab.inference.video import predict_video
 
     for clip in sorted((datasets / "videos" / "ffpp_c23").glob("*/*.mp4")):
         result = predict_video(shipped, clip, n_frames=32, framing=shipped.face_framing)

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import load_detector
-from dflab.memory import keep_freed_memory
+from dflab.runtime.memory import keep_freed_memory
 
 
 def main(model: str, manifests: list[str]) -> None:

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from dflab import data
 from dflab.detectors import create
-from dflab.memory import keep_freed_memory
+from dflab.runtime.memory import keep_freed_memory
 
 
 def frames_per_video(df, n: int, seed: int):

@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from dflab.cli import UserError, parse_detector_params
+from dflab.cli.common import UserError
+from dflab.cli.lab import parse_detector_params
 from dflab.detectors import create
-from dflab.memory import keep_freed_memory
+from dflab.runtime.memory import keep_freed_memory
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dflab.memory import keep_freed_memory
+from dflab.runtime.memory import keep_freed_memory
 
 # The dflab command runs with it (and the test suite runs faster with it).
 keep_freed_memory()

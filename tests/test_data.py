@@ -15,23 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dflab.data import (
-    IMAGE_EXTENSIONS,
-    LAYOUTS,
-    MANIFEST_COLUMNS,
-    VIDEO_EXTENSIONS,
-    DataError,
-    detect_layout,
-    group_ids,
-    is_video_file,
-    load_manifest,
-    save_manifest,
-    scan,
-    split_by_group,
-    subsample,
-    summary,
+from dflab.data.manifest import (
+    IMAGE_EXTENSIONS, MANIFEST_COLUMNS, VIDEO_EXTENSIONS, DataError, load_manifest, save_manifest, summary,
     summary_text,
 )
+from dflab.data.layouts import LAYOUTS, detect_layout, scan
+from dflab.data.splits import group_ids, split_by_group, subsample
+from dflab.data.files import is_video_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 _rng = np.random.default_rng(1234)

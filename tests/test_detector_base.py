@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from dflab.detectors import available, create, load_detector
-from dflab.detectors.base import ModelFileError, NotFittedError
+from dflab.detectors.modelfile import ModelFileError
+from dflab.detectors.base import NotFittedError
 from dflab.detectors.registry import UnknownDetectorError
 
 

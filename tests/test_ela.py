@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.ela import ELAFeatures, ela_image, ela_map, jpeg_roundtrip, map_statistics
+from dflab.detectors.handcrafted.ela import ELAFeatures, ela_image, ela_map, jpeg_roundtrip, map_statistics
 
 from .conftest import shared_task1_subsample
 

@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 
 from dflab.detectors import create, load_detector
 from dflab.detectors.base import Detector, as_sources, as_training_set
-from dflab.detectors.ensemble import EnsembleDetector
+from dflab.detectors.fusion.ensemble import EnsembleDetector
 from dflab.detectors.registry import register
 
 

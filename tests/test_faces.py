@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dflab.faces import (Face, FaceDetector, box_iou, crop_face, crop_region, extract_faces, get_face_detector,
-                         read_sources, select_faces, track_faces, weighted_nms)
-from dflab.video import sample_frames
+from dflab.faces.detection import Face, FaceDetector, box_iou, weighted_nms
+from dflab.faces.geometry import crop_face, crop_region
+from dflab.faces.extraction import extract_faces, read_sources
+from dflab.faces.finder import get_face_detector
+from dflab.faces.tracking import select_faces, track_faces
+from dflab.media.video import sample_frames
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FFPP = SHARED / "datasets" / "videos" / "ffpp_c23"
@@ -115,14 +118,14 @@ def test_tracker_follows_faces_across_frames():
 
 def test_blazeface_anchors_match_the_shipped_file():
     need_shared(BLAZEFACE_DIR / "anchors.npy")
-    from dflab.faces import _blazeface_anchors
+    from dflab.faces.blazeface import _blazeface_anchors
 
     assert np.allclose(_blazeface_anchors(), np.load(BLAZEFACE_DIR / "anchors.npy"))
 
 
 def test_blazeface_weights_by_env_and_bad_weights(tmp_path, monkeypatch):
     need_shared(BLAZEFACE_DIR / "blazeface.pth")
-    from dflab.faces import BlazeFaceDetector
+    from dflab.faces.blazeface import BlazeFaceDetector
 
     monkeypatch.setenv("DFLAB_WEIGHTS", str(SHARED / "weights"))
     assert BlazeFaceDetector().weights_path == BLAZEFACE_DIR / "blazeface.pth"
@@ -172,7 +175,7 @@ def test_blazeface_shrinking_large_frames_keeps_the_detections(monkeypatch):
     # A 1080p frame is shrunk 8x once (whole-factor area resampling) before tiling, instead of
     # area-resizing each 1080x1080 tile: the faces found must be the same.
     need_shared(FFPP, BLAZEFACE_DIR)
-    from dflab.faces import BlazeFaceDetector
+    from dflab.faces.blazeface import BlazeFaceDetector
 
     detector = BlazeFaceDetector(BLAZEFACE_DIR / "blazeface.pth")
     frames = [f.image for f in clip_frames(FFPP / "fake" / "750_743.mp4")[:4]]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dflab import features
-from dflab.detectors.block_dct import BlockDCTFeatures
-from dflab.detectors.ela import ELAFeatures
-from dflab.detectors.spectrum import SpectrumFeatures
+from dflab.media import extraction as features
+from dflab.detectors.handcrafted.block_dct import BlockDCTFeatures
+from dflab.detectors.handcrafted.ela import ELAFeatures
+from dflab.detectors.handcrafted.spectrum import SpectrumFeatures
 
 EXTRACTORS = [ELAFeatures(), BlockDCTFeatures(block=16, stride=8), SpectrumFeatures(n_points=32)]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dflab.framing import FaceLocation, FaceLocator, locate_faces, reframe, square_region
+from dflab.faces.framing import FaceLocation, FaceLocator, locate_faces, reframe, square_region
 
 skimage_data = pytest.importorskip("skimage.data")
 torch.set_num_threads(2)
@@ -97,7 +97,7 @@ def test_self_blended_training_set_holds_reals_and_their_blends(tmp_path):
 
 def test_self_blended_training_learns_to_spot_blends_and_round_trips(tmp_path):
     from dflab.detectors import create, load_detector
-    from dflab.sbi import self_blend
+    from dflab.augment.sbi import self_blend
 
     images = _faces_on_backgrounds(24, seed=1)
     detector = create("efficientnet-lite0-sbi", input_size=96, epochs=8, batch_size=8, warmup_epochs=0.5,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dflab.detectors import create
-from dflab.detectors.torch_common import grad_cam, last_convolution
+from dflab.detectors.deep.torch_detector import grad_cam, last_convolution
 
 
 class RedNet(nn.Module):

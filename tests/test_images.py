@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dflab import images
-from dflab.images import ImageError, load_image
+from dflab.media import images
+from dflab.media.images import ImageError, load_image
 
 
 def _save(img: Image.Image, path, **kwargs):

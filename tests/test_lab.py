@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dflab.lab import LabConfig, run_lab
-from dflab.synth import make_lab
+from dflab.lab.config import LabConfig
+from dflab.lab.protocol import run_lab
+from dflab.data.synthetic.lab import make_lab
 
 from .conftest import require_shared
 

@@ -12,7 +12,7 @@ import pytest
 _PROBE = """
 import resource
 import torch
-from dflab.memory import keep_freed_memory
+from dflab.runtime.memory import keep_freed_memory
 applied = keep_freed_memory()
 torch.set_num_threads(1)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1))

@@ -12,8 +12,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.mesonet import MesoNet, keras_hidden_activation, load_keras_h5
-from dflab.weights import WeightsError
+from dflab.detectors.deep.mesonet import MesoNet, keras_hidden_activation, load_keras_h5
+from dflab.runtime.weights import WeightsError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MESO_WEIGHTS = SHARED / "weights" / "mesonet"

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from dflab import metrics
-from dflab.metrics import MetricsError
+from dflab.metrics.bootstrap import _weighted_auc_eer
+from dflab.metrics.core import MetricsError
 
 
 def _random_case(rng: np.random.Generator, *, ties: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +247,7 @@ def test_fast_weighted_auc_eer_matches_exact_metrics() -> None:
         # integer weights, some zero, as bootstrap multiplicities would be
         weights = rng.integers(0, 3, size=(3, scores.size)).astype(float)
         weights[0] = 1.0
-        auc, rate, valid = metrics._weighted_auc_eer(weights, labels[order] == 1, starts)
+        auc, rate, valid = _weighted_auc_eer(weights, labels[order] == 1, starts)
         for row in range(3):
             repeated = np.repeat(np.arange(scores.size), weights[row][np.argsort(order)].astype(int))
             present = set(labels[repeated].tolist())

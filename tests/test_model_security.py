@@ -21,7 +21,8 @@ import skops.io
 from PIL import Image
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.base import RUNTIME_PARAMS, TRUSTED_SKOPS_TYPES, ModelFileError, _content_hash
+from dflab.detectors.base import RUNTIME_PARAMS
+from dflab.detectors.modelfile import TRUSTED_SKOPS_TYPES, ModelFileError, _content_hash
 
 DFLAB = Path(sys.executable).with_name("dflab")
 
@@ -90,7 +91,7 @@ def test_skops_allow_list_is_exactly_what_our_models_need():
     from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression
 
-    from dflab.detectors.classic import CLASSIFIERS, make_classifier
+    from dflab.detectors.handcrafted.classic import CLASSIFIERS, make_classifier
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 4)), np.repeat([0, 1], 30)
@@ -272,14 +273,14 @@ def test_damaged_zips(saved_model, tmp_path):
         skops_file = next(folder.glob("*.skops"))
         info = zipfile.ZipInfo(skops_file.name)
         archive.writestr(info, b"\0" * (17 * 2**20), compress_type=zipfile.ZIP_DEFLATED)
-    from dflab.detectors import base
+    from dflab.detectors import modelfile
 
-    limit = base.MAX_MODEL_FILE_BYTES
-    base.MAX_MODEL_FILE_BYTES = 16 * 2**20
+    limit = modelfile.MAX_MODEL_FILE_BYTES
+    modelfile.MAX_MODEL_FILE_BYTES = 16 * 2**20
     try:
         _assert_refused(tmp_path / "bomb.zip", "more than a model file may hold")
     finally:
-        base.MAX_MODEL_FILE_BYTES = limit
+        modelfile.MAX_MODEL_FILE_BYTES = limit
 
 
 def test_the_command_reports_a_damaged_model_in_one_line(saved_model, images, tmp_path):

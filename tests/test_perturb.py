@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dflab.images import ImageError, load_image
-from dflab.perturb import PERTURBATIONS, apply, perturbed_sources
-from dflab.synth import make_face
+from dflab.media.images import ImageError, load_image
+from dflab.augment.perturb import PERTURBATIONS, apply, perturbed_sources
+from dflab.data.synthetic.faces import make_face
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from dflab import progress
+from dflab.runtime import progress
 
 
 def _drawn(monkeypatch, *, quiet: bool, seconds_per_step: float) -> str:

@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from dflab.detectors import available, create, load_detector
-from dflab.detectors.base import ModelFileError
+from dflab.detectors.modelfile import ModelFileError
 from dflab.detectors.ready import DEFAULT_READY, ready_model_dir, ready_models
 
 from .conftest import require_shared
@@ -108,7 +108,7 @@ def test_predict_with_no_flags_on_a_crop_a_frame_and_a_clip(tmp_path):
     crops = require_shared("datasets", "Task_2_3", "evaluation")
     clip = require_shared("datasets", "videos", "ffpp_c23", "fake", "519_515.mp4")
     crop = sorted((crops / "fake").glob("*.jpg"))[0]
-    from dflab.video import sample_frames
+    from dflab.media.video import sample_frames
 
     frame = tmp_path / "frame.png"
     Image.fromarray(sample_frames(clip, 1)[0].image).save(frame)
@@ -121,7 +121,7 @@ def test_predict_with_no_flags_on_a_crop_a_frame_and_a_clip(tmp_path):
 
 
 def test_evaluate_without_a_model_uses_the_ready_detector(tmp_path):
-    from dflab.synth import make_lab
+    from dflab.data.synthetic.lab import make_lab
 
     make_lab(tmp_path / "lab", n_videos_dev=2, n_videos_eval=2, frames_per_video=2, size=64, n_t23_dev=2,
              n_t23_eval=4, seed=1)

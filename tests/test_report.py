@@ -14,14 +14,9 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from dflab.report import (
-    format_metric,
-    plot_roc,
-    plot_score_histograms,
-    save_figure,
-    write_plots,
-    write_report,
-)
+from dflab.report.tables import format_metric
+from dflab.report.plots import plot_roc, plot_score_histograms, save_figure, write_plots
+from dflab.report.document import write_report
 
 NASTY_DETECTOR = "<b>x</b>"
 DETECTORS = ("texture_svm", NASTY_DETECTOR)
@@ -300,7 +295,7 @@ def test_video_with_both_labels_is_rejected(tmp_path):
 
 
 def test_pair_accuracy_column_only_when_a_detector_reports_it():
-    from dflab.report import _frame_table
+    from dflab.report.tables import _frame_table
 
     frame = {"n": 10, "n_real": 5, "n_fake": 5, "auc": 0.9, "auc_ci": [0.8, 1.0], "eer": 0.1, "eer_ci": [0, 0.2],
              "eer_threshold": 0.5}

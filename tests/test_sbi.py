@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dflab.sbi import BLEND_RATIOS, SelfBlendedDataset, face_hull, make_sbi_batch, sbi_grid, self_blend
-from dflab.synth import make_face
+from dflab.augment.sbi import (
+    BLEND_RATIOS, SelfBlendedDataset, face_hull, make_sbi_batch, sbi_grid, self_blend,
+)
+from dflab.data.synthetic.faces import make_face
 
 SIZE = 96
 # MTCNN order: left eye, right eye, nose, left mouth corner, right mouth corner (pixels of a 96 px crop).

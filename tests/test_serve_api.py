@@ -28,8 +28,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from dflab.predict import PredictOptions, predict_files, prediction_payload  # noqa: E402
-from dflab.serve.app import create_app, sniff  # noqa: E402
+from dflab.inference.predict import PredictOptions, predict_files, prediction_payload
+from dflab.serve.app import create_app
+from dflab.serve.uploads import sniff
 
 from .conftest import require_shared  # noqa: E402
 

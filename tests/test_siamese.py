@@ -12,8 +12,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.siamese import pair_accuracy, pair_threshold
-from dflab.detectors.torch_common import pair_links, resize_square, sample_pairs, sample_triplets
+from dflab.detectors.deep.siamese import pair_accuracy, pair_threshold
+from dflab.detectors.deep.pairs import pair_links, sample_pairs, sample_triplets
+from dflab.detectors.deep.tensors import resize_square
 
 
 

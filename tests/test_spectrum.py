@@ -10,7 +10,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.spectrum import EPSILON, SpectrumFeatures, azimuthal_average, resample_profile
+from dflab.detectors.handcrafted.spectrum import (
+    EPSILON, SpectrumFeatures, azimuthal_average, resample_profile,
+)
 
 from .conftest import shared_task1_subsample
 

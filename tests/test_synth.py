@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dflab import synth
+from dflab.data import synthetic as synth
 
 LAB_SIZES = dict(n_videos_dev=12, n_videos_eval=6, frames_per_video=4, size=96, n_t23_dev=5, n_t23_eval=40)
 TINY_SIZES = dict(n_videos_dev=2, n_videos_eval=1, frames_per_video=2, size=64, n_t23_dev=2, n_t23_eval=2)
@@ -208,7 +208,7 @@ def test_task23_layout_pairs_csv_and_names(lab):
         seen |= set(names)
         assert info["counts"]["Task_2_3"][split] == {"real": n, "fake": n}
     readme = (root / "README.txt").read_text()
-    assert "SYNTHETIC" in readme.upper() and "seed=0" in readme and "dflab.synth" in readme
+    assert "SYNTHETIC" in readme.upper() and "seed=0" in readme and "dflab.data.synthetic.make_lab" in readme
 
 
 def test_task23_fake_is_made_from_the_real_of_its_row(lab):

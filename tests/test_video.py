@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dflab.detectors.base import Detector
-from dflab.video import (VideoError, aggregate, even_indices, overlay_heatmap, predict_video, probe,
-                         rotate_for_display, sample_frames)
+from dflab.media.video import VideoError, even_indices, probe, rotate_for_display, sample_frames
+from dflab.inference.video import aggregate, overlay_heatmap, predict_video
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FFPP = SHARED / "datasets" / "videos" / "ffpp_c23"
@@ -99,7 +99,7 @@ def test_seeking_returns_exactly_the_frames_a_full_decode_gives(tmp_path):
 
 def _decoded_indices(monkeypatch) -> list[int]:
     """Records the index of every frame the sampler's decoder produces."""
-    import dflab.video as video
+    import dflab.media.video as video
 
     seen: list[int] = []
     generate = video._Decoder._generate

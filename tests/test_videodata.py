@@ -1,4 +1,4 @@
-"""Video datasets -> face-crop manifests (dflab.videodata) and the lab on a folder of videos."""
+"""Video datasets -> face-crop manifests (dflab.faces.videorows) and the lab on a folder of videos."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import dflab.faces
-from dflab.data import scan
-from dflab.faces import Face, FaceDetector
-from dflab.lab import LabConfig, prepare_manifests, read_scores, run_lab
-from dflab.videodata import STATUS_COLUMNS, expand_video_rows, read_video_status, skipped_videos
+import dflab.faces.extraction
+from dflab.data.layouts import scan
+from dflab.faces.detection import Face, FaceDetector
+from dflab.lab.config import LabConfig
+from dflab.lab.protocol import prepare_manifests, run_lab
+from dflab.lab.scoring import read_scores
+from dflab.faces.videorows import STATUS_COLUMNS, expand_video_rows, read_video_status, skipped_videos
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FFPP = SHARED / "datasets" / "videos" / "ffpp_c23"
@@ -180,7 +182,7 @@ def test_lab_on_ffpp_videos_reports_video_level_metrics(tmp_path: Path, monkeypa
 
     # Count the frames the face detector sees, to check that a second run extracts nothing.
     seen = []
-    real_get = dflab.faces.get_face_detector
+    real_get = dflab.faces.extraction.get_face_detector
 
     class Counting(FaceDetector):
         def __init__(self, inner):
@@ -193,7 +195,7 @@ def test_lab_on_ffpp_videos_reports_video_level_metrics(tmp_path: Path, monkeypa
             seen.append(len(images))
             return self.inner.detect_batch(images)
 
-    monkeypatch.setattr(dflab.faces, "get_face_detector", lambda d="mtcnn", **o: Counting(real_get(d, **o)))
+    monkeypatch.setattr(dflab.faces.extraction, "get_face_detector", lambda d="mtcnn", **o: Counting(real_get(d, **o)))
 
     out = tmp_path / "lab"
     config = LabConfig(task1=root, task23=None, detectors=["ela-logreg"], out=out, n_boot=20,

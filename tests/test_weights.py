@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from dflab import weights
-from dflab.weights import WeightFile, WeightsError
+from dflab.runtime import weights
+from dflab.runtime.weights import WeightFile, WeightsError
 
 
 def test_icpr_table_pins_the_hash_in_each_published_file_name():
@@ -81,7 +81,7 @@ def test_checkpoints_holding_objects_are_refused(tmp_path):
 
 
 def test_blazeface_fetched_from_a_local_copy_is_found_by_the_face_detector(tmp_path, monkeypatch):
-    from dflab.faces import BlazeFaceDetector
+    from dflab.faces.blazeface import BlazeFaceDetector
 
     from .conftest import require_shared
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from dflab.detectors.base import Detector, ModelFileError, load_detector
+from dflab.detectors.base import Detector, load_detector
+from dflab.detectors.modelfile import ModelFileError
 from dflab.detectors.registry import register
 
 READY_ROOT = Path(__file__).resolve().parents[1] / "ready"
@@ -43,6 +44,7 @@ class ReadyDetector(Detector):
     """A shipped model, loaded (and its hashes checked) on first use; otherwise the detector it holds."""
 
     trainable = False
+    shipped = True
 
     def __init__(self, model: str = DEFAULT_READY, batch_size: int = 32, device: str = "auto",
                  workers: int | None = 0):

@@ -2,26 +2,16 @@
 
 A detector module registers itself with ``@register("name", description=...)``; a family of variants
 registers one class several times with different defaults (``ela-svm``, ``ela-logreg``, ...).
-Adding a detector = one new module + one line in ``DETECTOR_MODULES``.
+Every module under ``dflab.detectors`` is imported on first use, so adding a detector is one new module
+(or one more row in a family's table) and nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-#: Modules under ``dflab.detectors`` that register detectors (imported on first use).
-DETECTOR_MODULES = (
-    "ela",
-    "block_dct",
-    "spectrum",
-    "cnn",
-    "mesonet",
-    "siamese",
-    "ensemble",
-    "ready",
-)
 
 
 @dataclass(frozen=True)
@@ -54,14 +44,14 @@ def register(name: str, *, description: str, family: str = "", **defaults) -> Ca
 
 
 def _ensure_loaded() -> None:
+    """Import every module under ``dflab.detectors`` once: a module registers its detectors when it is
+    imported, so a new detector is one new file and no list to keep."""
     global _loaded
     if not _loaded:
-        for module in DETECTOR_MODULES:
-            try:
-                importlib.import_module(f"dflab.detectors.{module}")
-            except ModuleNotFoundError as err:
-                if err.name != f"dflab.detectors.{module}":
-                    raise
+        import dflab.detectors as package
+
+        for module in pkgutil.walk_packages(package.__path__, prefix="dflab.detectors."):
+            importlib.import_module(module.name)
         _loaded = True
 
 
@@ -78,9 +68,18 @@ def get(name: str) -> Entry:
     return _REGISTRY[name]
 
 
+class UnknownParameterError(TypeError):
+    """A parameter the detector does not have (a typo); the message is one line naming the valid ones."""
+
+
 def create(name: str, **params):
     """Build a detector by registry name; ``params`` override the variant's defaults."""
     entry = get(name)
+    known = set(entry.cls._get_param_names())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise UnknownParameterError(f"detector {name} has no parameter {', '.join(map(repr, unknown))}; "
+                                    f"its parameters: {', '.join(sorted(known))}")
     detector = entry.cls(**{**entry.defaults, **params})
     detector.registry_name = name
     return detector

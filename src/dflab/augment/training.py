@@ -1,0 +1,54 @@
+"""The random augmentation of CNN training (flips, crops, colour, JPEG re-compression), seeded per epoch and item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation on RGB uint8 images; each transform fires with its probability."""
+
+    flip: float = 0.5
+    colour: float = 0.8
+    colour_strength: float = 0.2
+    blur: float = 0.2
+    blur_sigma: tuple[float, float] = (0.2, 1.2)
+    rescale: float = 0.3
+    rescale_range: tuple[float, float] = (0.5, 0.9)
+    jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (50, 95)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = image.shape[:2]
+        if rng.random() < self.flip:
+            image = image[:, ::-1]
+        if rng.random() < self.rescale:
+            # Down and up again: the resampling blur of a face pasted at another scale.
+            factor = rng.uniform(*self.rescale_range)
+            small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))),
+                               interpolation=cv2.INTER_AREA)
+            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        if rng.random() < self.blur:
+            image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), rng.uniform(*self.blur_sigma))
+        if rng.random() < self.colour:
+            image = self._colour(image, rng)
+        if rng.random() < self.jpeg:
+            quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
+                                    [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok:
+                image = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+        return np.ascontiguousarray(image)
+
+    def _colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = self.colour_strength
+        x = image.astype(np.float32)
+        x = x * rng.uniform(1 - s, 1 + s)  # brightness
+        grey = x.mean(axis=2, keepdims=True)
+        x = grey + (x - grey) * rng.uniform(1 - s, 1 + s)  # saturation
+        x = x.mean() + (x - x.mean()) * rng.uniform(1 - s, 1 + s)  # contrast
+        return np.clip(x, 0, 255).astype(np.uint8)

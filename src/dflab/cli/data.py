@@ -1,0 +1,49 @@
+"""``dflab data summary`` and ``dflab data manifest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from dflab.cli.common import _existing, _output_file, data_app, out_console
+
+# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
+
+
+@data_app.command("summary")
+def data_summary(path: Path = typer.Argument(..., help="Dataset folder, or a manifest/CSV file."),
+                 layout: Optional[str] = typer.Option(None, help="Override the detected layout."),
+                 ) -> None:
+    """Counts per split x label, videos and pairs."""
+    from dflab import data
+
+    manifest = _read_dataset(path, layout)
+    found = layout or (data.detect_layout(path) if path.is_dir() else "manifest")
+    out_console.print(f"[bold]{escape(str(path))}[/bold] ({escape(str(manifest['dataset'].iloc[0]))}, layout {found})")
+    out_console.print(data.summary_text(manifest), highlight=False)
+
+
+@data_app.command("manifest")
+def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
+                  out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .parquet."),
+                  layout: Optional[str] = typer.Option(None, help="Override the detected layout.")) -> None:
+    """Scan a dataset folder and save its manifest."""
+    from dflab import data
+
+    manifest = _read_dataset(path, layout)
+    data.save_manifest(manifest, _output_file(out, "--out"))
+    out_console.print(escape(f"{len(manifest)} rows -> {out}"))
+
+
+def _read_dataset(path: Path, layout: Optional[str]):
+    from dflab import data
+
+    _existing(path, "dataset")
+    if path.is_file() and path.suffix.lower() == ".parquet":
+        return data.load_manifest(path)
+    if path.is_file() and path.suffix.lower() == ".csv" and layout in (None, "csv"):
+        return data.scan(path, layout="csv")
+    return data.scan(path, layout=layout)

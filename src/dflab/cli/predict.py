@@ -1,0 +1,95 @@
+"""``dflab predict``: is this file (or folder of files) a deepfake?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from dflab.cli.common import (Aggregation, FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
+                              WorkersOption, _existing, _output_dir, _output_file, app, out_console)
+from dflab.inference.models import load_scorer
+from dflab.runtime.progress import is_quiet, printable, set_quiet
+
+# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
+
+
+@app.command("predict")
+def predict_command(
+    target: Path = typer.Argument(..., help="An image, a video, or a folder of them."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
+    detector: Optional[str] = typer.Option(
+        None, "--detector", "-d", help="A ready-to-use detector (default: the shipped dflab-face)."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the scores as CSV."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    threshold: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0,
+        help="Decision threshold on P(fake) for the verdict (default: the model's validation EER threshold, else 0.5)."),
+    faces: FacesMode = typer.Option(
+        FacesMode.auto, "--faces",
+        help="Images: detect = find every face and frame it as the model was trained; whole = score the image "
+             "as given (a face crop); auto = detect when the model records its face framing (dflab-face does)."),
+    frames: int = typer.Option(32, "--frames", "-n", min=1, max=10_000, help="Videos: frames sampled evenly over the video."),
+    aggregation: Aggregation = typer.Option(Aggregation.mean_prob,
+                                            help="Videos: mean_prob, mean_logit or confident (DFDC winner's rule)."),
+    face_detector: FaceDetectorName = FaceDetectorOption,
+    heatmap: Optional[Path] = typer.Option(
+        None, "--heatmap", help="Write each explanation over the picture (photos) or over each frame's face (videos) here."),
+    workers: Optional[int] = WorkersOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """P(fake) for each image or video: printed, and optionally written as CSV/JSON.
+
+    Photos: with the ready detector every face is found, framed as in training and scored (one row per
+    face). Videos: frames are sampled evenly, the largest face of each is cropped and scored, and the
+    frame scores are aggregated into the video's P(fake)."""
+    import pandas as pd
+
+    from dflab.data.manifest import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, predict_files
+
+    set_quiet(quiet)
+    _existing(target, "input")
+    csv, json_out = _output_file(csv, "--csv"), _output_file(json_out, "--json")
+    if heatmap is not None:
+        _output_dir(heatmap, "--heatmap")
+    media = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
+    if target.is_dir():
+        files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in media)
+        if not files:
+            raise UserError(f"{target}: no image or video files found ({', '.join(sorted(media))})")
+    else:
+        files = [target]
+    scorer = load_scorer(model, detector, workers)
+    result = predict_files(scorer, files, PredictOptions(
+        threshold=threshold, faces=FacesMode(faces).value, frames=frames, aggregation=Aggregation(aggregation).value,
+        face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap))
+    table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
+    _write_predictions(table, result, scorer.name, csv, json_out)
+    if len(files) == 1 and len(table) == 1 and table["verdict"].iloc[0] == "error":
+        raise UserError(f"{files[0]}: {table['error'].iloc[0]}")
+
+
+def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) -> None:
+    import numpy as np
+
+    from dflab.inference.predict import prediction_payload
+
+    if csv:  # file names that are not UTF-8 are written back as the bytes they are
+        rows.to_csv(csv, index=False, errors="surrogateescape")
+    if json_out:
+        json_out.write_text(json.dumps(prediction_payload(result, detector_name), indent=2),
+                            errors="surrogateescape")
+    for row in rows.itertuples():
+        score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
+        face = f"  face {row.face} [{row.box}]" if row.face != "" else ""
+        extra = f"  ({row.error})" if row.error else ""
+        out_console.print(escape(printable(f"{score}  {row.verdict:7}  {row.path}{face}{extra}")), highlight=False)
+    for detail in result["videos"]:
+        if detail["status"] == "ok" and not is_quiet():
+            out_console.print(escape(printable(f"         {detail['video']}: {detail['aggregation']} over "
+                                               f"{detail['frames_with_face']}/{detail['frames']} frames with a face")),
+                              highlight=False)

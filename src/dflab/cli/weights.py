@@ -1,0 +1,46 @@
+"""``dflab weights list`` and ``dflab weights fetch``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dflab.cli.common import out_console, weights_app
+
+# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """The weight files dflab knows: shipped with the package (ready to use) or fetched, with their sha256."""
+    from dflab.detectors.ready import ready_model_dir, ready_models
+    from dflab.runtime import weights
+
+    table = Table(show_header=True, header_style="bold", box=None)
+    for column in ("name", "present", "sha256", "description", "licence"):
+        table.add_column(column, overflow="fold")
+    for name in ready_models():
+        arrays = ready_model_dir(name) / "arrays.safetensors"
+        table.add_row(name, "shipped", weights.sha256_file(arrays), f"ready detector (model card: {arrays.parent / 'MODEL_CARD.md'})",
+                      "research use (DFDC and UADFV terms)")
+    for name, entry in weights.WEIGHTS.items():
+        present = "yes" if weights.local_path(name).exists() else "no"
+        table.add_row(name, present, entry.sha256 or "", entry.description, entry.licence)
+    out_console.print(table)
+    out_console.print(f"fetched weights folder: {weights.weights_dir()} (set $DFLAB_WEIGHTS to change it)")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="Name from `dflab weights list`."),
+                  url: Optional[str] = typer.Option(None, help="Fetch from this URL instead (a mirror, file://...)."),
+                  dest: Optional[Path] = typer.Option(None, help="Folder or file to write (default: the weights folder).")
+                  ) -> None:
+    """Download a weight file and check its sha256."""
+    from dflab.runtime import weights
+
+    path = weights.fetch(name, dest=dest, url_override=url)
+    out_console.print(escape(f"{name}: {path} (sha256 verified)"))

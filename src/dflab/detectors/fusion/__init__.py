@@ -1,0 +1,1 @@
+"""Detectors made of detectors: score calibration maps (``calibration``) and ensembles (``ensemble``)."""

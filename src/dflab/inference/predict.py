@@ -1,0 +1,147 @@
+"""One prediction function for every front end (``dflab predict``, the Python API, a server):
+files in, one row per face / image / video out, with the per-photo and per-video details.
+
+Photos are scored face by face when the model records how its training crops frame a face (the
+ready detector does) or when asked (``faces="detect"``); otherwise an image is scored as it is
+given (a face crop). Videos: frames sampled evenly, the largest face of each scored, aggregated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dflab.data.manifest import VIDEO_EXTENSIONS
+from dflab.faces.framing import FaceFraming
+
+#: One row per face (photos), per image (``faces="whole"``) or per video.
+PREDICTION_COLUMNS = ["path", "face", "box", "p_fake", "verdict", "error"]
+
+
+#: The framing of dflab's own face crops (`dflab faces extract`), for models that record none.
+DEFAULT_FRAMING = FaceFraming(scale=1.3)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    #: Decision threshold on P(fake); None: the model's validation EER threshold, else 0.5.
+    threshold: float | None = None
+    faces: str = "auto"  # auto | detect | whole
+    frames: int = 32
+    aggregation: str = "mean_prob"
+    face_detector: str = "mtcnn"
+    heatmap_dir: Path | None = None
+
+
+def model_threshold(scorer) -> float:
+    return float(((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5))
+
+
+def verdict_of(p_fake: float, threshold: float) -> str:
+    return "error" if p_fake != p_fake else ("fake" if p_fake >= threshold else "real")
+
+
+def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions = PredictOptions(), *,
+                  on_frames: Callable[[int, int], None] | None = None) -> dict:
+    """Score ``files`` (images and videos, told apart by suffix). Never raises for a bad file: its row
+    says ``error`` (or ``no face``) and why. ``on_frames(done, total)`` reports video progress.
+
+    Returns ``{"threshold", "framing", "rows": [...], "photos": [...], "videos": [...]}``."""
+    from dflab.inference.photo import predict_photo
+    from dflab.inference.video import predict_video
+    from dflab.media.images import failure_reason
+    from dflab.runtime.progress import track
+
+    threshold = model_threshold(scorer) if options.threshold is None else float(options.threshold)
+    framing = scorer.face_framing
+    if options.faces == "detect" and framing is None:
+        framing = DEFAULT_FRAMING
+    detect_faces = options.faces == "detect" or (options.faces == "auto" and framing is not None)
+    files = [Path(f) for f in files]
+    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    rows, photos, video_details = [], [], []
+    if detect_faces:
+        for image in track(images, "photos"):
+            result = predict_photo(scorer, image, framing=framing, threshold=threshold,
+                                   face_detector=options.face_detector, heatmap_dir=options.heatmap_dir)
+            photos.append(result)
+            if result["status"] != "ok":
+                verdict = "no face" if result["status"] == "no_face" else "error"
+                rows.append(_row(image, p_fake=float("nan"), verdict=verdict, error=result["reason"]))
+            for face in result["faces"]:
+                rows.append(_row(image, face=face["face"], box=" ".join(f"{v:.0f}" for v in face["box"]),
+                                 p_fake=face["p_fake"], verdict=face["verdict"]))
+    elif images:
+        scores = scorer.predict_proba([str(f) for f in images], on_error="nan")
+        for image, p_fake in zip(images, scores):
+            rows.append(_row(image, p_fake=float(p_fake), verdict=verdict_of(p_fake, threshold),
+                             error=failure_reason(str(image)) if np.isnan(p_fake) else ""))
+        if options.heatmap_dir is not None:
+            _whole_image_heatmaps(scorer, images, scores, Path(options.heatmap_dir))
+    for video in track(videos, "videos"):
+        result = predict_video(scorer, video, n_frames=options.frames, face_detector=options.face_detector,
+                               aggregation=options.aggregation, heatmap_dir=options.heatmap_dir, framing=framing,
+                               on_frames=on_frames)
+        ok = result["status"] == "ok" and result["p_fake"] == result["p_fake"]
+        verdict = verdict_of(result["p_fake"], threshold) if ok else \
+            ("no face" if result["status"] == "no_face" else "error")
+        rows.append(_row(video, p_fake=result["p_fake"], verdict=verdict,
+                         error="" if ok else (result.get("reason") or result["status"])))
+        video_details.append(result)
+        if on_frames is not None:
+            on_frames(result["frames"], result["frames"])
+    return {"threshold": threshold, "framing": framing.to_info() if framing else None, "rows": rows,
+            "photos": photos, "videos": video_details}
+
+
+def prediction_payload(result: dict, detector_name: str) -> dict:
+    """What ``dflab predict --json`` writes (and a server answers): JSON-ready, NaN as null."""
+    import json
+
+    def plain(value):
+        if isinstance(value, float) and value != value:
+            return None
+        if isinstance(value, (np.floating, np.integer)):
+            return plain(value.item())
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value.tolist()]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    payload = {"detector": detector_name, "threshold": result["threshold"], "framing": result.get("framing"),
+               "results": result["rows"], "photos": result["photos"], "videos": result["videos"]}
+    return json.loads(json.dumps(plain(payload)))
+
+
+def _row(path, *, face="", box="", p_fake=float("nan"), verdict="error", error="") -> dict:
+    return {"path": str(path), "face": face, "box": box, "p_fake": float(p_fake), "verdict": verdict, "error": error}
+
+
+def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
+    import cv2
+
+    from dflab.inference.photo import overlay_evidence
+    from dflab.media.images import load_image
+    from dflab.runtime.progress import warn
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, p_fake in zip(images, scores):
+        if np.isnan(p_fake):
+            continue
+        try:
+            heat = scorer.explain(str(image))
+        except NotImplementedError as err:
+            warn(f"no heatmaps ({err})")
+            return
+        picture = load_image(str(image))
+        cv2.imwrite(str(folder / f"{image.stem}_heatmap.png"),
+                    cv2.cvtColor(overlay_evidence(picture, heat), cv2.COLOR_RGB2BGR))

@@ -1,0 +1,87 @@
+"""``scores.csv``: every file scored once per task and detector, appended as it goes, so an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dflab.detectors import Detector
+from dflab.media.images import failure_reason
+
+SCORE_COLUMNS = ["task", "detector", "dataset", "split", "path", "video", "label", "score", "error"]
+
+
+#: Files scored per write: an interrupted run loses at most one chunk.
+SCORE_CHUNK = 512
+
+
+def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: Path, task: str,
+                   detector_name: str, split: str) -> pd.DataFrame:
+    """Score every file of ``manifest`` not yet in ``scores_file`` (appending as it goes); return all rows
+    of this task × detector."""
+    done = read_scores(scores_file)
+    mine = done[(done["task"] == task) & (done["detector"] == detector_name)]
+    todo = manifest[~manifest["path"].isin(set(mine["path"]))]
+    for start in range(0, len(todo), SCORE_CHUNK):
+        chunk = todo.iloc[start:start + SCORE_CHUNK]
+        scores = detector.predict_proba(chunk, on_error="nan")
+        rows = pd.DataFrame({
+            "task": task, "detector": detector_name, "dataset": chunk["dataset"].to_numpy(), "split": split,
+            "path": chunk["path"].to_numpy(), "video": chunk["video"].to_numpy(),
+            "label": chunk["label"].to_numpy(), "score": scores,
+            "error": [failure_reason(p) if np.isnan(s) else "" for p, s in zip(chunk["path"], scores)],
+        }, columns=SCORE_COLUMNS)
+        append_scores(scores_file, rows)
+    everything = read_scores(scores_file)
+    return everything[(everything["task"] == task) & (everything["detector"] == detector_name)
+                      & everything["path"].isin(set(manifest["path"]))].reset_index(drop=True)
+
+
+def read_scores(path: Path) -> pd.DataFrame:
+    if not Path(path).exists():
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    _drop_partial_last_line(Path(path))
+    frame = pd.read_csv(path, dtype={"video": str, "error": str, "path": str}, keep_default_na=False,
+                        na_values={"score": ["", "nan", "NaN"]}, encoding_errors="surrogateescape")
+    return frame
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """A run killed while appending can leave half a row: cut the file back to its last full line
+    (those rows are scored again), so that no half-written score is ever read back."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        handle.seek(size - block)
+        tail = handle.read(block)
+        cut = tail.rfind(b"\n")
+        handle.truncate(size - block + cut + 1 if cut >= 0 else 0)
+
+
+def append_scores(path: Path, rows: pd.DataFrame) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = not path.exists() or path.stat().st_size == 0
+    # File names that are not UTF-8 are written back as the bytes they are.
+    with open(path, "a", newline="", errors="surrogateescape") as handle:
+        rows.to_csv(handle, header=header, index=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def skipped_files(scores: pd.DataFrame) -> list[dict]:
+    """One entry per file that could not be scored, with the reason and where it was met."""
+    failed = scores[scores["error"].astype(str).str.len() > 0]
+    out = []
+    for path, rows in failed.groupby("path", sort=True):
+        stages = sorted({f"{t}/{d}" for t, d in zip(rows["task"], rows["detector"])})
+        out.append({"path": str(path), "reason": str(rows["error"].iloc[0]), "stage": ", ".join(stages)})
+    return out

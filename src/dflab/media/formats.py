@@ -1,0 +1,24 @@
+"""The one list of file formats: which file name endings are images and which are videos.
+
+Every stage that walks folders (``dflab data``, ``dflab faces extract``, ``dflab predict``) asks here,
+so a file is never taken by one command and skipped by another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+
+#: File name endings treated as videos by folder walks (PyAV can open more; these are the usual ones).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
+                              ".flv", ".3gp", ".ts"})
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS

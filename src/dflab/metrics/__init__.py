@@ -1,0 +1,12 @@
+"""Detection metrics: ROC, AUC, EER, error rates at a threshold, video-level aggregation (``core``), the
+numbers of one evaluation (``evaluation``),
+bootstrap confidence intervals over videos (``bootstrap``), calibration quality (``calibration``) and
+robustness curves (``robustness``)."""
+
+from dflab.metrics.bootstrap import bootstrap_ci
+from dflab.metrics.core import (AGGREGATION_METHODS, LEVELS, MetricsError, aggregate_by_video, choose_threshold, eer,
+                                error_rates_at, roc_auc, roc_curve)
+from dflab.metrics.evaluation import evaluate, evaluate_levels
+
+__all__ = ["AGGREGATION_METHODS", "LEVELS", "MetricsError", "roc_curve", "roc_auc", "eer", "choose_threshold",
+           "error_rates_at", "aggregate_by_video", "bootstrap_ci", "evaluate", "evaluate_levels"]

@@ -1,0 +1,222 @@
+"""The server's work queue: jobs with progress, scored one at a time on the main thread with the shared prediction function; results kept briefly for polling."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import queue
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dflab.serve.uploads import UploadRefused, _one_line
+
+log = logging.getLogger("dflab.serve")
+
+
+#: Finished jobs are kept this long (seconds) for ``GET /api/jobs/{id}``, and at most this many
+#: (``POST /api/predict`` jobs are dropped once answered).
+JOB_TTL_S = 300
+
+
+JOB_KEEP = 32
+
+
+@dataclass
+class Job:
+    id: str
+    folder: Path
+    file: Path
+    name: str
+    kind: str
+    options: dict
+    status: str = "queued"  # queued | running | done | failed
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    done_frames: int = 0
+    total_frames: int = 0
+    http_status: int = 200
+    result: dict | None = None
+    error: str = ""
+    fetched: float | None = None  # when its result was first sent to a poller
+    waiters: list = field(default_factory=list)
+
+    def public(self, position: int | None = None) -> dict:
+        out: dict[str, Any] = {"id": self.id, "status": self.status, "kind": self.kind, "file": self.name,
+                               "progress": {"done": self.done_frames, "total": self.total_frames,
+                                            "unit": "frames" if self.kind == "video" else "files"}}
+        if position is not None:
+            out["position"] = position
+        if self.status == "done":
+            out["result"] = self.result
+        if self.status == "failed":
+            out["error"] = {"status": self.http_status, "detail": self.error}
+        return out
+
+
+class Scoring:
+    """One worker thread scoring jobs in order; at most ``max_jobs`` uploads admitted at a time."""
+
+    def __init__(self, scorer, *, max_jobs: int, predict_options: dict, own_thread: bool = True):
+        self.scorer = scorer
+        self.max_jobs = max_jobs
+        self.predict_options = predict_options
+        self.lock = threading.Lock()
+        self.admitted = 0
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.pending: queue.Queue[Job | None] = queue.Queue()
+        self.waiting: list[str] = []
+        self.job_seconds = 1.0  # running mean of a job's scoring time (for Retry-After)
+        self.served = 0
+        self.thread = None
+        if own_thread:
+            self.thread = threading.Thread(target=self._run, name="dflab-serve-worker", daemon=True)
+            self.thread.start()
+
+    def run_here(self) -> None:
+        """Score on the calling thread until :meth:`stop` (``dflab serve`` scores on the main thread)."""
+        self._run()
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        with self.lock:
+            if self.admitted >= self.max_jobs:
+                retry = max(1, math.ceil(self.job_seconds * max(1, len(self.waiting))))
+                raise UploadRefused(503, f"busy: {self.admitted} files in flight (limit {self.max_jobs}); "
+                                         f"retry in {retry} s", {"Retry-After": str(retry)})
+            self.admitted += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.admitted -= 1
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            self._prune()
+            self.jobs[job.id] = job
+            self.waiting.append(job.id)
+        self.pending.put(job)
+
+    def get(self, job_id: str) -> tuple[Job | None, int | None]:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            position = self.waiting.index(job_id) if job is not None and job_id in self.waiting else None
+        return job, position
+
+    def forget(self, job_id: str) -> None:
+        with self.lock:
+            self.jobs.pop(job_id, None)
+
+    def _prune(self) -> None:
+        """Finished jobs go after JOB_TTL_S, 30 s after their result was fetched, or oldest first
+        beyond JOB_KEEP (their results hold the heatmaps)."""
+        now = time.monotonic()
+        finished = [j for j in self.jobs.values() if j.finished is not None]
+        for job in list(finished):
+            fetched = job.fetched is not None and now - job.fetched > 30
+            if fetched or now - job.finished > JOB_TTL_S or len(finished) > JOB_KEEP:
+                self.jobs.pop(job.id, None)
+                finished.remove(job)
+
+    def stop(self) -> None:
+        self.pending.put(None)
+
+    def _run(self) -> None:
+        while True:
+            job = self.pending.get()
+            if job is None:
+                return
+            with self.lock:
+                if job.id in self.waiting:
+                    self.waiting.remove(job.id)
+            job.status, job.started = "running", time.monotonic()
+            try:
+                self._score(job)
+            except Exception as err:  # a bug, not a bad file: logged here, one line to the client
+                log.exception("scoring %s failed", job.name)
+                job.http_status, job.error = 500, f"internal error while scoring ({type(err).__name__}); see the server log"
+            finally:
+                shutil.rmtree(job.folder, ignore_errors=True)
+                job.status = "done" if job.result is not None else "failed"
+                job.finished = time.monotonic()
+                self.job_seconds = 0.8 * self.job_seconds + 0.2 * (job.finished - job.started)
+                self.served += 1
+                self.release()
+                for wake in list(job.waiters):
+                    wake()
+
+    def _score(self, job: Job) -> None:
+        from dflab.inference.predict import PredictOptions, predict_files, prediction_payload
+
+        heatmaps = job.folder / "heatmaps" if job.options.get("heatmap", True) else None
+
+        def on_frames(done: int, total: int) -> None:
+            job.done_frames, job.total_frames = done, total
+
+        options = PredictOptions(frames=job.options.get("frames", 32),
+                                 aggregation=job.options.get("aggregation", "mean_prob"), heatmap_dir=heatmaps,
+                                 **self.predict_options)
+        if job.kind == "image":
+            job.total_frames = 1
+        result = predict_files(self.scorer, [job.file], options, on_frames=on_frames)
+        details = result["photos"] + result["videos"]
+        if details and details[0]["status"] == "error":
+            job.http_status, job.error = 422, _one_line(f"{job.name}: {details[0]['reason'] or 'unreadable'}")
+            return
+        if not details and result["rows"] and result["rows"][0]["verdict"] == "error":
+            job.http_status, job.error = 422, _one_line(f"{job.name}: {result['rows'][0]['error']}")
+            return
+        if job.kind == "image":
+            job.done_frames = 1
+        payload = prediction_payload(result, self.scorer.name)
+        job.result = self._public_payload(payload, job)
+
+    def _public_payload(self, payload: dict, job: Job) -> dict:
+        """No server path in the answer: paths become the uploaded base name, heatmaps data URLs."""
+        for row in payload["results"]:
+            row["path"] = job.name
+        for photo in payload["photos"]:
+            photo["path"] = job.name
+            photo["heatmap"] = _png_data_url(photo.get("heatmap"), HEATMAP_MAX_SIDE)
+        for video in payload["videos"]:
+            video["video"] = job.name
+            video["heatmaps"] = [url for url in (_png_data_url(p, HEATMAP_MAX_SIDE) for p in video.get("heatmaps") or [])
+                                 if url]
+        if job.kind == "image" and not payload["photos"]:  # scored as a whole image (a face crop)
+            whole = job.folder / "heatmaps" / f"{job.file.stem}_heatmap.png"
+            payload["heatmap"] = _png_data_url(whole if whole.is_file() else None, HEATMAP_MAX_SIDE)
+        payload["kind"] = job.kind
+        payload["file"] = job.name
+        payload["elapsed_s"] = round(time.monotonic() - (job.started or job.created), 3)
+        return payload
+
+
+#: Largest side of a photo heatmap sent back (bigger ones are scaled down for the answer only).
+HEATMAP_MAX_SIDE = 1600
+
+
+def _png_data_url(path, max_side: int) -> str | None:
+    if not path:
+        return None
+    data = Path(path).read_bytes()
+    import cv2
+    import numpy as np
+
+    picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if picture is not None and max(picture.shape[:2]) > max_side:
+        factor = max_side / max(picture.shape[:2])
+        picture = cv2.resize(picture, (round(picture.shape[1] * factor), round(picture.shape[0] * factor)),
+                             interpolation=cv2.INTER_AREA)
+        ok, encoded = cv2.imencode(".png", picture)
+        if ok:
+            data = encoded.tobytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")

@@ -1,0 +1,138 @@
+"""The detector contract, checked for every registered detector (as scikit-learn's check_estimator does).
+
+Each registry row is built by name and must: survive ``clone`` with its name and parameters, refuse a
+misspelt parameter in one line, refuse to score before training, train on a tiny generated set, give
+identical scores after a save/load round trip, and score an unreadable file as NaN with
+``on_error="nan"``. Training settings are shrunk here (one epoch, small inputs) so that the whole
+registry trains in about a minute; the contract does not depend on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.base import clone
+
+from dflab.detectors import available, create, load_detector
+from dflab.detectors.base import NotFittedError
+from dflab.detectors.registry import UnknownParameterError
+from dflab.runtime.weights import WeightsError
+
+NAMES = sorted(available())
+
+#: Per detector class: parameters that make training take seconds (never used outside this test).
+FAST = {
+    "CNNDetector": dict(epochs=1, input_size=64, batch_size=8, pretrained=False, triplet_epochs=1, warmup_epochs=0),
+    "MesoNetDetector": dict(epochs=1, batch_size=8, warmup_epochs=0),
+    "SiameseDetector": dict(epochs=1, contrastive_epochs=1, input_size=64, batch_size=8, pairs_per_epoch=16,
+                            pretrained=False, warmup_epochs=0),
+    "BlockDCTDetector": dict(max_train_blocks=2000),
+}
+#: Runtime settings: how to run here, not what is computed.
+RUNTIME = {"workers": 1}
+
+
+def _fast(name: str) -> dict:
+    entry = available()[name]
+    params = dict(FAST.get(entry.cls.__name__, {}))
+    if entry.cls.__name__ == "EnsembleDetector":
+        members = entry.defaults.get("members") or ({"detector": "ela-logreg"}, {"detector": "spectrum-logreg"})
+        params["members"] = [
+            {"detector": m["detector"],
+             "params": {**m.get("params", {}), **FAST.get(available()[m["detector"]].cls.__name__, {})}}
+            for m in members]
+    known = set(entry.cls._get_param_names())
+    return {k: v for k, v in {**params, **RUNTIME}.items() if k in known}
+
+
+def _face(rng: np.random.Generator, fake: bool, size: int = 64) -> np.ndarray:
+    """Smooth noise; 'fakes' carry a resampled, re-compressed patch (what every family can learn)."""
+    base = rng.normal(128, 10, (size, size, 3)).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(base)
+    if fake:
+        patch = image.crop((16, 16, 48, 48)).resize((10, 10)).resize((32, 32), Image.NEAREST)
+        image.paste(patch, (16, 16))
+    return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("contract")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        fake = i % 2 == 1
+        path = folder / f"{i:02d}.jpg"
+        Image.fromarray(_face(rng, fake)).save(path, quality=int(rng.integers(75, 95)))
+        rows.append({"path": str(path), "label": int(fake), "video": f"v{i // 2}", "pair": f"p{i // 4}"})
+    table = pd.DataFrame(rows)
+    broken = folder / "broken.jpg"
+    broken.write_text("not an image")
+    return table.iloc[:16], table.iloc[16:], table, broken
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clone_keeps_the_name_and_the_parameters(name):
+    detector = create(name, **_fast(name))
+    twin = clone(detector)
+    assert twin.name == name
+    assert twin.get_params(deep=False).keys() == detector.get_params(deep=False).keys()
+    for key, value in detector.get_params(deep=False).items():
+        assert repr(twin.get_params(deep=False)[key]) == repr(value), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_misspelt_parameter_is_one_line(name):
+    with pytest.raises(UnknownParameterError) as caught:
+        create(name, not_a_parameter_of_any_detector=1)
+    message = str(caught.value)
+    assert "\n" not in message and name in message and "not_a_parameter_of_any_detector" in message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_untrained_detectors_refuse_to_score(name, tiny_set):
+    detector = create(name, **_fast(name))
+    if detector.is_fitted():  # the ready detector ships trained
+        pytest.skip(f"{name} is trained when built")
+    # Pretrained detectors are "untrained" when their published weights are not on this machine.
+    refusal = NotFittedError if detector.trainable else (NotFittedError, WeightsError)
+    with pytest.raises(refusal) as caught:
+        detector.predict_proba(tiny_set[2].path.tolist()[:2])
+    assert name in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_save_load_scores_identically(name, tiny_set, tmp_path):
+    train, valid, everything, broken = tiny_set
+    detector = create(name, **_fast(name))
+    try:
+        detector.fit(train, valid=valid)
+    except WeightsError as err:  # published third-party weights not on this machine
+        assert "\n" not in str(err)
+        pytest.skip(f"{name}: {err}")
+    scores = detector.predict_proba(everything)
+    assert scores.shape == (len(everything),) and np.all((scores >= 0) & (scores <= 1))
+    if detector.shipped:  # a ready detector is its package's model folder: load that
+        loaded = load_detector(detector.folder, **RUNTIME)
+    else:
+        detector.save(tmp_path / "model")
+        loaded = load_detector(tmp_path / "model", **RUNTIME)
+        assert loaded.name == name
+    np.testing.assert_array_equal(loaded.predict_proba(everything), scores)
+    with_broken = loaded.predict_proba([str(broken), str(tmp_path / "missing.png"), everything.path.iloc[0]],
+                                       on_error="nan")
+    assert np.isnan(with_broken[:2]).all()
+    # A different batch may change the last float bits (BLAS blocking), never the score.
+    assert with_broken[2] == pytest.approx(scores[0], rel=1e-6, abs=1e-7)
+
+
+def test_an_ensemble_of_untrained_members_saves_a_config_that_loads(tiny_set, tmp_path):
+    train, valid, everything, _ = tiny_set
+    members = [create("ela-logreg", workers=1), create("spectrum-logreg", workers=1)]
+    ensemble = create("ensemble", members=members, method="mean_logit", workers=1).fit(train, valid=valid)
+    ensemble.save(tmp_path / "ensemble.zip")
+    loaded = load_detector(tmp_path / "ensemble.zip", workers=1)
+    assert [m["detector"] for m in loaded.model_params()["members"]] == ["ela-logreg", "spectrum-logreg"]
+    np.testing.assert_array_equal(loaded.predict_proba(everything), ensemble.predict_proba(everything))
