@@ -139,7 +139,7 @@ def test_crafted_skops_runs_nothing(saved_model, tmp_path, function, make_args):
 
 @pytest.mark.parametrize("key,value", [("cache_dir", "/tmp/dflab-hijacked-cache"), ("workers", 64),
                                        ("device", "cuda"), ("checkpoint_dir", "/tmp/dflab-hijacked-ckpt"),
-                                       ("verbose", True)])
+                                       ("verbose", True), ("backend", "onnx")])
 def test_runtime_settings_in_a_model_file_are_refused(saved_model, tmp_path, key, value):
     assert key in RUNTIME_PARAMS
     folder = _copy(saved_model, tmp_path)

@@ -1,4 +1,5 @@
-"""The ``dflab`` command: wires the stages together (data -> faces -> detectors -> scores -> metrics -> report). One module per command group; each command only parses options and calls a stage.
+"""The ``dflab`` command: wires the stages together (data -> faces -> detectors -> scores -> metrics ->
+report). One module per command group; each command only parses its options and calls a stage.
 
 User mistakes and bad input exit with status 2 and one line on stderr, never a traceback."""
 
@@ -12,11 +13,13 @@ from rich.markup import escape
 # Each command module registers its commands on ``app`` when imported.
 from dflab.cli import data, detectors, faces, lab, models, predict, weights  # noqa: F401
 from dflab.cli.common import UserError, app, err_console
+from dflab.cli.export import export_command
 from dflab.cli.serve import serve_command
 from dflab.runtime.memory import keep_freed_memory
 from dflab.runtime.progress import printable
 
 app.command("serve")(serve_command)
+app.command("export")(export_command)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -10,7 +10,6 @@ from rich.markup import escape
 
 from dflab.cli.common import _existing, _output_file, data_app, out_console
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @data_app.command("summary")

@@ -6,7 +6,6 @@ from rich.table import Table
 
 from dflab.cli.common import app, out_console
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @app.command("detectors")

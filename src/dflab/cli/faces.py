@@ -13,7 +13,6 @@ from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacePolicy, 
                               faces_app, out_console)
 from dflab.runtime.progress import is_quiet, set_quiet
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @faces_app.command("extract")

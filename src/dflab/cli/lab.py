@@ -14,8 +14,8 @@ from rich.table import Table
 from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, ParamOption, QuietOption, UserError, WorkersOption,
                               _command_line, _existing, _output_dir, app, out_console)
 from dflab.runtime.progress import is_quiet, set_quiet
+from dflab.cli.export import Backend, BackendOption
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @app.command("lab")
@@ -37,6 +37,7 @@ def lab_command(
     face_detector: FaceDetectorName = FaceDetectorOption,
     param: List[str] = ParamOption,
     workers: Optional[int] = WorkersOption,
+    backend: Backend = BackendOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Run Task 1 (intra-database), Task 2 (inter-database) and Task 3, and write the report.
@@ -63,7 +64,7 @@ def lab_command(
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, task3_data=list(task3_data), tasks=chosen_tasks, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
                        frames_per_video=frames_per_video, face_detector=FaceDetectorName(face_detector).value,
-                       command=_command_line(),
+                       command=_command_line(), backend=Backend(backend).value,
                        detector_params=detector_params)
     started = time.time()
     result = run_lab(config)

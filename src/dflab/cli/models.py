@@ -16,8 +16,8 @@ from dflab.cli.data import _read_dataset
 from dflab.cli.lab import _print_summary, parse_detector_params
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import set_quiet
+from dflab.cli.export import Backend, BackendOption
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @app.command("train")
@@ -81,6 +81,7 @@ def evaluate_command(
     layout: Optional[str] = typer.Option(None),
     perturb: bool = typer.Option(False, "--perturb", help="Also re-score under JPEG 90/70/50, downscale x0.5, blur and noise."),
     workers: Optional[int] = WorkersOption,
+    backend: Backend = BackendOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Score a dataset with a model and write scores, metrics, plots and a report."""
@@ -93,7 +94,7 @@ def evaluate_command(
     set_quiet(quiet)
     manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
     _output_dir(out, "--out")
-    scorer = load_scorer(model, detector, workers)
+    scorer = load_scorer(model, detector, workers, Backend(backend).value)
     name = scorer.name
     scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate", detector_name=name,
                             split=split)

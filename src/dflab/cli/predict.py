@@ -11,10 +11,10 @@ from rich.markup import escape
 
 from dflab.cli.common import (Aggregation, FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
                               WorkersOption, _existing, _output_dir, _output_file, app, out_console)
+from dflab.cli.export import Backend, BackendOption
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import is_quiet, printable, set_quiet
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @app.command("predict")
@@ -39,6 +39,7 @@ def predict_command(
     heatmap: Optional[Path] = typer.Option(
         None, "--heatmap", help="Write each explanation over the picture (photos) or over each frame's face (videos) here."),
     workers: Optional[int] = WorkersOption,
+    backend: Backend = BackendOption,
     quiet: bool = QuietOption,
 ) -> None:
     """P(fake) for each image or video: printed, and optionally written as CSV/JSON.
@@ -48,41 +49,46 @@ def predict_command(
     frame scores are aggregated into the video's P(fake)."""
     import pandas as pd
 
-    from dflab.data.manifest import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, predict_files
+    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, predict_in_chunks
+    from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
     set_quiet(quiet)
     _existing(target, "input")
     csv, json_out = _output_file(csv, "--csv"), _output_file(json_out, "--json")
     if heatmap is not None:
         _output_dir(heatmap, "--heatmap")
-    media = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
     if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in media)
+        files = media_files(target)
         if not files:
-            raise UserError(f"{target}: no image or video files found ({', '.join(sorted(media))})")
+            raise UserError(f"{target}: no image or video files found "
+                            f"({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
     else:
         files = [target]
-    scorer = load_scorer(model, detector, workers)
-    result = predict_files(scorer, files, PredictOptions(
+    scorer = load_scorer(model, detector, workers, Backend(backend).value)
+    options = PredictOptions(
         threshold=threshold, faces=FacesMode(faces).value, frames=frames, aggregation=Aggregation(aggregation).value,
-        face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap))
-    table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
-    _write_predictions(table, result, scorer.name, csv, json_out)
+        face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap)
+    # Each chunk's rows are printed and appended to the CSV as they come (memory stays flat however
+    # many files); only --json, one document, gathers every chunk's details until the end.
+    gathered = {"rows": [], "photos": [], "videos": []}
+    for number, result in enumerate(predict_in_chunks(scorer, files, options)):
+        table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
+        _write_predictions(table, result, csv, first=number == 0)
+        if json_out:
+            for key in gathered:
+                gathered[key] += result[key]
+    if json_out:
+        _write_json_predictions({**result, **gathered}, scorer.name, json_out)
     if len(files) == 1 and len(table) == 1 and table["verdict"].iloc[0] == "error":
         raise UserError(f"{files[0]}: {table['error'].iloc[0]}")
 
 
-def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) -> None:
+def _write_predictions(rows, result: dict, csv, *, first: bool) -> None:
+    """Print one chunk's rows and add them to the CSV (a new file for the first chunk)."""
     import numpy as np
 
-    from dflab.inference.predict import prediction_payload
-
     if csv:  # file names that are not UTF-8 are written back as the bytes they are
-        rows.to_csv(csv, index=False, errors="surrogateescape")
-    if json_out:
-        json_out.write_text(json.dumps(prediction_payload(result, detector_name), indent=2),
-                            errors="surrogateescape")
+        rows.to_csv(csv, index=False, errors="surrogateescape", mode="w" if first else "a", header=first)
     for row in rows.itertuples():
         score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
         face = f"  face {row.face} [{row.box}]" if row.face != "" else ""
@@ -93,3 +99,9 @@ def _write_predictions(rows, result: dict, detector_name: str, csv, json_out) ->
             out_console.print(escape(printable(f"         {detail['video']}: {detail['aggregation']} over "
                                                f"{detail['frames_with_face']}/{detail['frames']} frames with a face")),
                               highlight=False)
+
+
+def _write_json_predictions(result: dict, detector_name: str, json_out: Path) -> None:
+    from dflab.inference.predict import prediction_payload
+
+    json_out.write_text(json.dumps(prediction_payload(result, detector_name), indent=2), errors="surrogateescape")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from dflab.cli.export import Backend, BackendOption
 
 
 def serve_command(
@@ -21,6 +22,7 @@ def serve_command(
                                  help="Uploads in flight at a time (receiving, queued or scored); beyond: 503 + Retry-After."),
     max_video_seconds: float = typer.Option(600.0, "--max-video-seconds", min=1.0, max=86_400.0,
                                             help="Longest video accepted, in seconds."),
+    backend: Backend = BackendOption,
 ) -> None:
     """Serve a web page and an HTTP API: upload a photo or a video, see P(fake), the faces and the heatmap.
 
@@ -35,7 +37,7 @@ def serve_command(
 
     if host == "" or any(ch.isspace() for ch in host):
         raise UserError(f"--host {host!r}: expected an address such as 127.0.0.1 or 0.0.0.0")
-    scorer = load_scorer(model, detector, None)
+    scorer = load_scorer(model, detector, None, Backend(backend).value)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from dflab.cli.common import out_console, weights_app
 
-# `dflab serve` (FastAPI and uvicorn are imported only when it runs).
 
 
 @weights_app.command("list")

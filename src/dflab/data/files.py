@@ -6,12 +6,13 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dflab.data.manifest import VIDEO_EXTENSIONS, DataError
+from dflab.data.manifest import DataError
+from dflab.media.formats import is_video_path
 
 
 def is_video_file(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` has a video extension (its faces still have to be extracted)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+    return is_video_path(path)
 
 
 def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401 (the one list; re-exported)
 
 
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
 
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "split", "video", "pair", "dataset")

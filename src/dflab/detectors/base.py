@@ -25,7 +25,7 @@ from dflab.detectors.modelfile import (CONFIG_FILE, MODEL_FORMAT, MODEL_FORMAT_V
 from dflab.media.images import ImageError, ImageLike, load_image
 
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
-RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir"})
+RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir", "backend"})
 
 
 class NotFittedError(RuntimeError):

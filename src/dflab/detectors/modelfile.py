@@ -50,8 +50,9 @@ MAX_MODEL_FILE_BYTES = 2 * 2**30
 MAX_SAFETENSORS_HEADER_BYTES = 64 * 2**20
 
 
-#: The only names a model's files may have: no folders, no hidden files, a known kind.
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(safetensors|skops)$")
+#: The only names a model's files may have: no folders, no hidden files, a known kind (``.onnx``: a
+#: CNN's exported graph, :mod:`dflab.detectors.deep.onnx_backend`).
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(safetensors|skops|onnx)$")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -104,6 +105,8 @@ def _serialise_state(state: dict[str, Any], float16: bool = False) -> tuple[dict
             import skops.io
 
             files[f"{key}.skops"] = skops.io.dumps(value)
+        elif isinstance(value, bytes) and _SAFE_FILE_NAME.match(key):
+            files[key] = value  # a file kept as it is, named by its key (an exported ONNX graph)
         else:
             config_state[key] = _jsonable(value)
     if arrays:
@@ -124,6 +127,11 @@ def _deserialise_state(files: dict[str, bytes], config_state: dict, path) -> dic
                 raise ModelFileError(f"{path}/{name}", f"not a valid safetensors file ({_one_line(err)})") from None
         elif name.endswith(".skops"):
             state[name[: -len(".skops")]] = _load_skops(data, f"{path}/{name}")
+        elif name.endswith(".onnx"):
+            from dflab.detectors.deep.onnx_backend import check_graph
+
+            check_graph(data, f"{path}/{name}")
+            state[name] = data
     return state
 
 

@@ -47,11 +47,12 @@ class ReadyDetector(Detector):
     shipped = True
 
     def __init__(self, model: str = DEFAULT_READY, batch_size: int = 32, device: str = "auto",
-                 workers: int | None = 0):
+                 workers: int | None = 0, backend: str = "auto"):
         self.model = model
         self.batch_size = batch_size
         self.device = device
         self.workers = workers
+        self.backend = backend
 
     @property
     def folder(self) -> Path:
@@ -64,7 +65,7 @@ class ReadyDetector(Detector):
                 raise ModelFileError(self.folder, f"the ready model {self.model!r} is not installed with this "
                                                   "package (see benchmarks/build_ready_detector.py)")
             self.inner_ = load_detector(self.folder, batch_size=self.batch_size, device=self.device,
-                                        workers=self.workers)
+                                        workers=self.workers, backend=self.backend)
         return self.inner_
 
     def is_fitted(self) -> bool:
@@ -84,7 +85,9 @@ class ReadyDetector(Detector):
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     def predict_proba(self, images, *, on_error: str = "raise") -> np.ndarray:
-        return self.inner().predict_proba(images, on_error=on_error)
+        inner = self.inner()
+        inner.backend = self.backend  # a backend chosen after the first load (set_params) holds too
+        return inner.predict_proba(images, on_error=on_error)
 
     def explain(self, image) -> np.ndarray:
         return self.inner().explain(image)

@@ -11,22 +11,39 @@ class ModelChoiceError(ValueError):
     """No usable model for what was asked; the message is one line saying what to do."""
 
 
-def load_scorer(model: Optional[Path], detector: Optional[str], workers: Optional[int]):
-    """The model of ``--model``, else the detector of ``--detector``, else the shipped ready detector."""
+#: What may run a CNN detector's network when scoring (:mod:`dflab.detectors.deep.onnx_backend`).
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def load_scorer(model: Optional[Path], detector: Optional[str], workers: Optional[int], backend: str = "auto"):
+    """The model of ``--model``, else the detector of ``--detector``, else the shipped ready detector;
+    its network run by ``backend``."""
     from dflab.detectors import create, load_detector
     from dflab.detectors.ready import DEFAULT_READY, ready_models
 
     if model is not None:
         if not Path(model).exists():
             raise ModelChoiceError(f"{model}: model not found")
-        return load_detector(model, workers=workers) if workers else load_detector(model)
+        return with_backend(load_detector(model, workers=workers) if workers else load_detector(model), backend)
     if detector is None:
         if DEFAULT_READY not in ready_models():
             raise ModelChoiceError("give --model PATH (a trained model) or --detector NAME: the ready detector "
                                    f"{DEFAULT_READY} is not installed with this package")
-        return create(DEFAULT_READY).fit()
+        return with_backend(create(DEFAULT_READY), backend).fit()
     built = create(detector)
     if not built.is_fitted():
         raise ModelChoiceError(
             f"detector {detector} needs training first: `dflab train DATA --detector {detector} --out MODEL`")
-    return built
+    return with_backend(built, backend)
+
+
+def with_backend(scorer, backend: str):
+    """``scorer`` set to run its network with ``backend``; only the CNN detectors have a choice."""
+    if backend not in BACKENDS:
+        raise ModelChoiceError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if "backend" in scorer.get_params(deep=False):
+        scorer.set_params(backend=backend)
+    elif backend == "onnx":
+        raise ModelChoiceError(f"--backend onnx: {scorer.name} is not a CNN detector (onnxruntime runs the networks "
+                               "of efficientnet-*, xception and dflab-face)")
+    return scorer

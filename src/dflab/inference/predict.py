@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from dflab.data.manifest import VIDEO_EXTENSIONS
+from dflab.media.formats import is_video_path
 from dflab.faces.framing import FaceFraming
 
 #: One row per face (photos), per image (``faces="whole"``) or per video.
@@ -23,6 +23,8 @@ PREDICTION_COLUMNS = ["path", "face", "box", "p_fake", "verdict", "error"]
 
 #: The framing of dflab's own face crops (`dflab faces extract`), for models that record none.
 DEFAULT_FRAMING = FaceFraming(scale=1.3)
+#: Files scored per step of :func:`predict_in_chunks`: memory is bounded by one chunk, not the input.
+PREDICT_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,8 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
         framing = DEFAULT_FRAMING
     detect_faces = options.faces == "detect" or (options.faces == "auto" and framing is not None)
     files = [Path(f) for f in files]
-    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
-    images = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    videos = [f for f in files if is_video_path(f)]
+    images = [f for f in files if not is_video_path(f)]
     rows, photos, video_details = [], [], []
     if detect_faces:
         for image in track(images, "photos"):
@@ -96,6 +98,16 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
             on_frames(result["frames"], result["frames"])
     return {"threshold": threshold, "framing": framing.to_info() if framing else None, "rows": rows,
             "photos": photos, "videos": video_details}
+
+
+def predict_in_chunks(scorer, files: Sequence[str | Path], options: PredictOptions = PredictOptions(), *,
+                      chunk_size: int | None = None) -> Iterator[dict]:
+    """:func:`predict_files` over ``files`` a chunk (default :data:`PREDICT_CHUNK`) at a time, each
+    chunk's result yielded as it is done, so that a caller writing them out holds one chunk's images,
+    scores and rows at a time."""
+    chunk_size = chunk_size or PREDICT_CHUNK
+    for start in range(0, len(files), chunk_size):
+        yield predict_files(scorer, files[start:start + chunk_size], options)
 
 
 def prediction_payload(result: dict, detector_name: str) -> dict:

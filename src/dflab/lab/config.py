@@ -39,6 +39,8 @@ class LabConfig:
     task3_data: Sequence[Path] = ()
     #: Which tasks to run; results of the others already in ``out/metrics.json`` are kept.
     tasks: Sequence[int] = (1, 2, 3)
+    #: What runs the CNN detectors' networks when scoring: auto, torch or onnx (onnxruntime).
+    backend: str = "auto"
 
 
 def _runs_task3(config: LabConfig) -> bool:

@@ -93,7 +93,7 @@ def build_detector(name: str, config: LabConfig) -> Detector:
     params = dict(config.detector_params.get(name, {}))
     detector = create(name, **params)
     accepted = detector.get_params(deep=False)
-    runtime = {"seed": config.seed, "workers": config.workers}
+    runtime = {"seed": config.seed, "workers": config.workers, "backend": config.backend}
     detector.set_params(**{k: v for k, v in runtime.items() if k in accepted and k not in params})
     return detector
 
@@ -121,7 +121,7 @@ def train_or_resume(name: str, config: LabConfig, train: pd.DataFrame, valid: pd
 
 def _runtime_params(name: str, config: LabConfig) -> dict:
     accepted = create(name).get_params(deep=False)
-    return {k: v for k, v in {"workers": config.workers}.items() if k in accepted}
+    return {k: v for k, v in {"workers": config.workers, "backend": config.backend}.items() if k in accepted}
 
 
 def level_thresholds(valid_scores: pd.DataFrame) -> dict[str, float]:

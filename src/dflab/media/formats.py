@@ -22,3 +22,10 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def media_files(folder: str | os.PathLike) -> list[str]:
+    """Every image and video under ``folder`` (recursively), sorted. Names, not Path objects: a folder
+    of 100,000 images is then a list of 10 MB, not 30."""
+    media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in media and p.is_file())

@@ -312,7 +312,8 @@ class CNNDetector(TorchDetector):
     box (:mod:`dflab.faces.framing`); None uses images as given. ``self_blend``: "only" trains on real
     images and their self-blended pseudo-fakes (:mod:`dflab.augment.sbi`; masks from the MTCNN landmarks),
     "mix" adds the real fakes, "off" (default) trains on the data as labelled. ``test_flip``: score
-    each image as the mean logit of the image and its mirror (twice the scoring time).
+    each image as the mean logit of the image and its mirror (twice the scoring time). ``backend``:
+    what runs the network when scoring, "auto", "torch" or "onnx" (:mod:`dflab.detectors.deep.onnx_backend`).
     """
 
     def __init__(self, arch: str = "efficientnet-lite0", variant: str = "plain", input_size: int = 224,
@@ -321,7 +322,8 @@ class CNNDetector(TorchDetector):
                  freeze_backbone: bool = False, weights: str | None = None, weights_converter: str = "",
                  patience: int = 2, triplet_epochs: int = 2, triplet_margin: float = 1.0,
                  crop_scale: float | None = None, self_blend: str = "off", test_flip: bool = False, seed: int = 0,
-                 device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None):
+                 device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None,
+                 backend: str = "auto"):
         self.arch = arch
         self.variant = variant
         self.input_size = input_size
@@ -345,6 +347,7 @@ class CNNDetector(TorchDetector):
         self.device = device
         self.workers = workers
         self.checkpoint_dir = checkpoint_dir
+        self.backend = backend
 
     def build_model(self, *, pretrained: bool) -> nn.Module:
         net = build_network(self.arch, self.variant)

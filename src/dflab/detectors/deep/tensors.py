@@ -261,7 +261,7 @@ def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, 
     return outputs[:, 0], errors
 
 
-def _mirror_averaged(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def _mirror_averaged(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Test-time augmentation: the mean of the logits of each image and its left-right mirror (a face's
     mirror is as plausible a face, so the two views disagree only through the network's noise)."""
     def forward(x: torch.Tensor) -> torch.Tensor:

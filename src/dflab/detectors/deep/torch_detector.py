@@ -19,6 +19,7 @@ from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageData
 from dflab.detectors.deep.training import TrainSettings, train_binary
 from dflab.faces.framing import locate_faces, reframe, square_region
 from dflab.media.images import ImageError, ImageLike, load_image, probe_image, source_name
+from dflab.detectors.deep.onnx_backend import GRAPH_FILE, graph_from_state, scoring_network
 
 
 def last_convolution(model: nn.Module) -> nn.Module:
@@ -164,7 +165,8 @@ class TorchDetector(Detector):
         sources = as_sources(images)
         device = self._device()
         model = ready_for_inference(self.model_, device)
-        forward = _mirror_averaged(model) if getattr(self, "test_flip", False) else None
+        network = scoring_network(self, model, device)  # PyTorch, or onnxruntime (``backend``)
+        forward = _mirror_averaged(network) if getattr(self, "test_flip", False) else network
         outputs, errors = predict_outputs(model, self._dataset(sources), batch_size=self.batch_size, device=device,
                                           workers=self.workers, description=f"{self.name}: scoring", forward=forward)
         logits = outputs[:, 0]
@@ -203,7 +205,11 @@ class TorchDetector(Detector):
         return grad_cam(model, x)
 
     def _get_state(self) -> dict[str, Any]:
-        return {**state_to_numpy(self.model_, prefix="model."), "training": getattr(self, "training_", {})}
+        state = {**state_to_numpy(self.model_, prefix="model."), "training": getattr(self, "training_", {})}
+        graph = getattr(self, "onnx_", None)
+        if graph is not None and graph.network is self.model_:  # an exported graph of this very network
+            state[GRAPH_FILE] = graph.graph
+        return state
 
     def _set_state(self, state: dict[str, Any]) -> None:
         model = self.build_model(pretrained=False)
@@ -211,3 +217,4 @@ class TorchDetector(Detector):
         model.eval()
         self.model_ = model
         self.training_ = state.get("training", {})
+        self.onnx_ = graph_from_state(state, model, self.name)

@@ -1,0 +1,201 @@
+"""ONNX Runtime scoring for the CNN detectors: the network's batched forward pass run by onnxruntime.
+
+Only the network moves: decoding, framing, resizing, normalisation and the mirror test-time
+augmentation stay in Python (:func:`dflab.detectors.torch_common.predict_outputs`), so the scores
+are the PyTorch path's to float32 rounding. A graph is exported in float32 (the ready detector's
+fp16 weights are loaded as float32 first) with a dynamic batch dimension and a fixed input size.
+
+Where the switch happens: :meth:`TorchDetector.predict_proba` asks :func:`scoring_network` for the
+callable that maps a normalised batch to logits; every command (``predict``, ``evaluate``, ``lab``,
+``serve``) scores through that method, so none needs code of its own. Backends:
+
+* ``auto`` (default): onnxruntime when the model holds an exported graph and runs on the CPU,
+  else PyTorch;
+* ``onnx``: onnxruntime always (on the CPU); a model without a graph is exported when first scored;
+* ``torch``: PyTorch always.
+
+A graph inside a model folder is one of the model's files: listed in ``config.json`` with its
+sha256 and checked on load like the weights (:func:`attach_graph`). ONNX files hold no code, but a
+graph may point at "external data" files anywhere on disk; such graphs are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dflab.detectors.modelfile import CONFIG_FILE, ModelFileError, _content_hash, _one_line, read_model_files
+from dflab.runtime.progress import info
+
+BACKENDS = ("auto", "torch", "onnx")
+#: The name an exported graph takes inside a model folder.
+GRAPH_FILE = "network.onnx"
+#: ONNX opset of exported graphs: 18 is the lowest the torch.export-based exporter writes natively.
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def export_graph(network: nn.Module, input_size: int, *, opset: int = OPSET) -> bytes:
+    """The ONNX graph (bytes) of ``network`` for float32 NCHW batches of ``input_size`` px, any batch size.
+
+    The network is exported from a float32 CPU copy in eval mode, so the caller's network (its device,
+    dtype, memory format) is left as it was."""
+    import copy
+
+    network = copy.deepcopy(network).float().cpu().eval()
+    example = torch.zeros(2, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.onnx.export(network, (example,), None, dynamo=True, opset_version=opset,
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                    dynamic_shapes=({0: batch},), verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def check_graph(graph: bytes, where: str | Path) -> None:
+    """Refuse a graph that is not ONNX or whose weights live in other files (external data: a path
+    the graph names, which would make onnxruntime read any file it points at)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load_model_from_string(graph)  # from bytes: external data is never read here
+    except (DecodeError, ValueError) as err:
+        raise ModelFileError(where, f"not a valid ONNX graph ({_one_line(err)})") from None
+    if not proto.graph.input or not proto.graph.output:
+        raise ModelFileError(where, "not a valid ONNX graph (no input or output)")
+    external = [tensor.name for tensor in _tensors(proto.graph)
+                if tensor.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ModelFileError(where, f"refusing an ONNX graph whose weights are in external files ({external[0][:80]})")
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: its initialisers and the tensors in node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
+
+
+class OnnxBackend:
+    """An exported graph run by onnxruntime, called like the network: normalised float32 batch
+    (N, 3, H, W) -> logits (N, 1) as a torch tensor.
+
+    ``network`` is the PyTorch network the graph was exported from: the graph stands for that network
+    only (a detector trained again gets a new network, and its old graph is then no longer used)."""
+
+    def __init__(self, graph: bytes, network: nn.Module, *, where: str | Path = "<onnx graph>"):
+        self.graph, self.network, self.where = graph, network, str(where)
+        self._session = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.graph).hexdigest()
+
+    def session(self):
+        """The onnxruntime session (made on first use), with as many threads as PyTorch uses, so that
+        the two backends run on the same cores."""
+        if self._session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+            try:
+                self._session = ort.InferenceSession(self.graph, options, providers=["CPUExecutionProvider"])
+            except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped failures
+                raise ModelFileError(self.where, f"onnxruntime cannot load the graph ({_one_line(err)})") from None
+        return self._session
+
+    def input_size(self) -> int | None:
+        shape = self.session().get_inputs()[0].shape
+        return shape[-1] if isinstance(shape[-1], int) else None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        expected = self.input_size()
+        if expected is not None and batch.shape[-1] != expected:
+            raise ValueError(f"{self.where}: the ONNX graph takes {expected} px images, not {batch.shape[-1]} px "
+                             "(export the model again after changing input_size)")
+        x = batch.detach().float().cpu().contiguous().numpy()  # NCHW, as the graph takes it
+        (logits,) = self.session().run([OUTPUT_NAME], {INPUT_NAME: x})
+        return torch.from_numpy(np.asarray(logits))
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    return backend
+
+
+def scoring_network(detector, model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What scores a normalised batch for ``detector``: its PyTorch ``model`` or an :class:`OnnxBackend`
+    of it, by the detector's ``backend`` setting (see the module docstring)."""
+    backend = check_backend(getattr(detector, "backend", "auto"))
+    held = getattr(detector, "onnx_", None)
+    if held is not None and held.network is not detector.model_:
+        held = detector.onnx_ = None  # trained again since: the graph was of the old network
+    if backend == "torch" or (backend == "auto" and (held is None or device.type != "cpu")):
+        return model
+    if held is None:
+        started = time.perf_counter()
+        detector.onnx_ = held = OnnxBackend(export_graph(detector.model_, int(detector.input_size)),
+                                            detector.model_, where=f"{detector.name} (exported)")
+        info(f"{detector.name}: exported to ONNX for onnxruntime in {time.perf_counter() - started:.0f} s "
+             f"(`dflab export MODEL --onnx MODEL/{GRAPH_FILE}` keeps the graph with the model)")
+    return held
+
+
+def graph_from_state(state: dict, network: nn.Module, where) -> OnnxBackend | None:
+    """The exported graph among a loaded model's files (``*.onnx``, checked by :func:`check_graph` when
+    read; at most one), bound to ``network``."""
+    graphs = sorted(name for name in state if isinstance(name, str) and name.endswith(".onnx"))
+    if not graphs:
+        return None
+    if len(graphs) > 1:
+        raise ModelFileError(where, f"more than one ONNX graph in the model ({', '.join(graphs[:3])})")
+    return OnnxBackend(state[graphs[0]], network, where=f"{where}/{graphs[0]}")
+
+
+def exportable(detector):
+    """The detector whose network is exported: a ready detector's inner model, else the detector
+    itself; it must be a trained one-network PyTorch detector."""
+    from dflab.detectors.deep.torch_detector import TorchDetector
+
+    inner = detector.inner() if hasattr(detector, "inner") else detector
+    if not isinstance(inner, TorchDetector) or getattr(inner, "model_", None) is None:
+        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
+                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
+    return inner
+
+
+def attach_graph(folder: str | Path, graph: bytes, name: str = GRAPH_FILE) -> Path:
+    """Put ``graph`` into the model folder as ``name`` and list it, with its sha256, in ``config.json``
+    (content hash renewed), so that loading checks it like the model's other files. The config is
+    replaced atomically after the graph is written: an interrupted attach leaves the model as it was
+    (or with an unlisted file, which loading ignores)."""
+    folder = Path(folder)
+    config, _ = read_model_files(folder)  # only a sound model gets a graph
+    check_graph(graph, folder / name)
+    (folder / name).write_bytes(graph)
+    config["files"] = {**{k: v for k, v in config["files"].items() if not k.endswith(".onnx")},
+                       name: hashlib.sha256(graph).hexdigest()}
+    config["content_hash"] = _content_hash(config)
+    tmp = folder / (CONFIG_FILE + ".tmp")
+    tmp.write_bytes(json.dumps(config, indent=2, sort_keys=True).encode())
+    tmp.replace(folder / CONFIG_FILE)
+    return folder / name
