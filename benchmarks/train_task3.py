@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from dflab.cli.common import UserError
-from dflab.cli.lab import parse_detector_params
+from dflab.detectors.registry import parse_params
 from dflab.detectors import create
 from dflab.runtime.memory import keep_freed_memory
 
@@ -41,7 +41,7 @@ def main() -> None:
               for name in ("task1_train", "task23_train", "task23_valid", "task23_eval")}
     train = pd.concat([frames["task1_train"], frames["task23_train"]], ignore_index=True)
     try:
-        params = parse_detector_params(args.param, [args.detector]).get(args.detector, {})
+        params = parse_params(args.param, [args.detector]).get(args.detector, {})
     except (UserError, KeyError) as err:  # an unknown detector or parameter
         parser.error(str(err.args[0]) if err.args else str(err))
     detector = create(args.detector, **params)

@@ -53,17 +53,16 @@ def test_unknown_detector_and_unreadable_layout(lab_root, tmp_path):
 
 
 def test_detector_params_are_parsed_and_checked():
-    from dflab.cli.common import UserError
-    from dflab.cli.lab import parse_detector_params
+    from dflab.detectors.registry import ParameterError, parse_params
 
-    params = parse_detector_params(["seed=3", "ela-rf.grid=4", "ela-rf.color=true", "block-dct.classifier=logreg"],
+    params = parse_params(["seed=3", "ela-rf.grid=4", "ela-rf.color=true", "block-dct.classifier=logreg"],
                                    ["ela-rf", "block-dct"])
     assert params == {"ela-rf": {"seed": 3, "grid": 4, "color": True},
                       "block-dct": {"seed": 3, "classifier": "logreg"}}
     for bad, needle in [("epochs", "KEY=VALUE"), ("nope.grid=4", "not one of the chosen"),
                         ("ela-rf.epochs=3", "no parameter 'epochs'"), ("epochs=3", "no parameter 'epochs'")]:
-        with pytest.raises(UserError, match=needle):
-            parse_detector_params([bad], ["ela-rf", "block-dct"])
+        with pytest.raises(ParameterError, match=needle):
+            parse_params([bad], ["ela-rf", "block-dct"])
 
 
 def test_data_summary_counts(lab_root):

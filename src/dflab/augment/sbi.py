@@ -26,16 +26,14 @@ the report.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from dflab.media.images import ImageLike, load_image
+from dflab.media.images import ImageLike, jpeg_round_trip, load_image
 
 #: The paper's blend ratios: a full blend half of the time, partial blends otherwise.
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
@@ -208,11 +206,7 @@ def _frequency_jitter(image: np.ndarray, rng: np.random.Generator, ops: list[str
     out = np.clip(out, 0, 255)
     if rng.random() < jpeg_prob:
         quality = int(rng.integers(60, 96))
-        buffer = io.BytesIO()
-        Image.fromarray(np.round(out).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            out = np.asarray(decoded.convert("RGB"), dtype=np.float32)
+        out = jpeg_round_trip(np.round(out).astype(np.uint8), quality).astype(np.float32)
         ops.append(f"jpeg{quality}")
     return out.astype(np.float32)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dflab.media.images import jpeg_round_trip
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -38,10 +40,7 @@ class Augmentation:
             image = self._colour(image, rng)
         if rng.random() < self.jpeg:
             quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
-            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]),
-                                    [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if ok:
-                image = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+            image = jpeg_round_trip(image, quality, encoder="opencv")
         return np.ascontiguousarray(image)
 
     def _colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

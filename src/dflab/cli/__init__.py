@@ -26,7 +26,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from dflab.data.manifest import DataError
     from dflab.detectors.base import NotFittedError, TrainingDataError
     from dflab.detectors.modelfile import ModelFileError
-    from dflab.detectors.registry import UnknownDetectorError
+    from dflab.detectors.registry import ParameterError, UnknownDetectorError
     from dflab.inference.models import ModelChoiceError
     from dflab.lab.protocol import LabBusyError
     from dflab.media.images import ImageError
@@ -34,9 +34,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from dflab.metrics.core import MetricsError
     from dflab.runtime.weights import WeightsError
 
-    return (UserError, ModelChoiceError, DataError, ImageError, LabBusyError, MetricsError, ModelFileError, NotFittedError, TrainingDataError,
-            UnknownDetectorError,
-            WeightsError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError)
+    return (UserError, ModelChoiceError, ParameterError, DataError, ImageError, LabBusyError, MetricsError,
+            ModelFileError, NotFittedError, TrainingDataError, UnknownDetectorError, WeightsError, VideoError,
+            FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def _click_exceptions() -> tuple[type, type, type]:

@@ -11,7 +11,6 @@ from rich.markup import escape
 from dflab.cli.common import _existing, _output_file, data_app, out_console
 
 
-
 @data_app.command("summary")
 def data_summary(path: Path = typer.Argument(..., help="Dataset folder, or a manifest/CSV file."),
                  layout: Optional[str] = typer.Option(None, help="Override the detected layout."),
@@ -40,9 +39,4 @@ def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
 def _read_dataset(path: Path, layout: Optional[str]):
     from dflab import data
 
-    _existing(path, "dataset")
-    if path.is_file() and path.suffix.lower() == ".parquet":
-        return data.load_manifest(path)
-    if path.is_file() and path.suffix.lower() == ".csv" and layout in (None, "csv"):
-        return data.scan(path, layout="csv")
-    return data.scan(path, layout=layout)
+    return data.read_dataset(_existing(path, "dataset"), layout)

@@ -7,7 +7,6 @@ from rich.table import Table
 from dflab.cli.common import app, out_console
 
 
-
 @app.command("detectors")
 def detectors_command() -> None:
     """List the available detectors, one line each, and which are ready to use without training."""

@@ -14,7 +14,6 @@ from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacePolicy, 
 from dflab.runtime.progress import is_quiet, set_quiet
 
 
-
 @faces_app.command("extract")
 def faces_extract(
     sources: List[Path] = typer.Argument(..., help="Videos, images or folders of them."),

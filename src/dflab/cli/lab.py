@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -13,9 +12,9 @@ from rich.table import Table
 
 from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, ParamOption, QuietOption, UserError, WorkersOption,
                               _command_line, _existing, _output_dir, app, out_console)
-from dflab.runtime.progress import is_quiet, set_quiet
 from dflab.cli.export import Backend, BackendOption
-
+from dflab.detectors.registry import parse_params
+from dflab.runtime.progress import is_quiet, set_quiet
 
 
 @app.command("lab")
@@ -59,7 +58,7 @@ def lab_command(
     for extra in task3_data:
         _existing(extra, "--task3-data database")
     _check_detectors(detector)
-    detector_params = parse_detector_params(param, detector)
+    detector_params = parse_params(param, detector)
     _output_dir(out, "--out")
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, task3_data=list(task3_data), tasks=chosen_tasks, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
@@ -87,33 +86,6 @@ def _check_detectors(names: List[str]) -> None:
 
     for name in names:
         get(name)
-
-
-def parse_detector_params(items: List[str], detectors: List[str]) -> dict[str, dict]:
-    """``[DETECTOR.]KEY=VALUE`` items -> {detector: {key: value}}; without a detector prefix the
-    parameter goes to every detector that accepts it. Unknown keys are a user error."""
-    from dflab.detectors import create
-
-    accepted = {name: create(name).get_params(deep=False) for name in detectors}
-    params: dict[str, dict] = {}
-    for item in items:
-        target, equals, raw = item.partition("=")
-        if not equals or not target:
-            raise UserError(f"--param {item!r}: expected [DETECTOR.]KEY=VALUE, e.g. epochs=5")
-        name, dot, key = target.rpartition(".")
-        if dot and name not in accepted:
-            raise UserError(f"--param {item!r}: {name!r} is not one of the chosen detectors ({', '.join(detectors)})")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        targets = [name] if dot else [n for n in detectors if key in accepted[n]]
-        if not targets or any(key not in accepted[n] for n in targets):
-            where = name if dot else "any chosen detector"
-            raise UserError(f"--param {item!r}: {where} has no parameter {key!r}")
-        for target_name in targets:
-            params.setdefault(target_name, {})[key] = value
-    return params
 
 
 def _print_summary(result: dict) -> None:

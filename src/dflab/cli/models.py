@@ -1,23 +1,20 @@
-"""``dflab train`` and ``dflab evaluate``."""
+"""``dflab train`` and ``dflab evaluate`` (the work is :mod:`dflab.lab.single`'s)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.markup import escape
 
-from dflab import __version__
-from dflab.cli.common import (ParamOption, QuietOption, UserError, WorkersOption, _command_line, _output_dir,
-                              _output_file, app, out_console)
+from dflab.cli.common import (ParamOption, QuietOption, WorkersOption, _command_line, _output_dir, _output_file, app,
+                              out_console)
 from dflab.cli.data import _read_dataset
-from dflab.cli.lab import _print_summary, parse_detector_params
+from dflab.cli.export import Backend, BackendOption
+from dflab.cli.lab import _print_summary
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import set_quiet
-from dflab.cli.export import Backend, BackendOption
-
 
 
 @app.command("train")
@@ -34,39 +31,20 @@ def train_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Train a detector on a dataset's development split (validation held out by video)."""
-    import pandas as pd
-
-    from dflab import data
-    from dflab.lab.config import LabConfig
-    from dflab.lab.protocol import build_detector, level_thresholds
+    from dflab.data import select_split
+    from dflab.detectors.registry import parse_params
+    from dflab.lab.single import train_model
 
     set_quiet(quiet)
     if out.suffix.lower() == ".zip":
         _output_file(out, "--out")
     else:
         _output_dir(out, "--out")
-    manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
-    train, valid = data.split_by_group(manifest, valid_fraction=valid_fraction, seed=seed)
-    model = build_detector(detector, LabConfig(task1=data_path, task23=None, detectors=[detector], out=out,
-                                               seed=seed, workers=workers,
-                                               detector_params=parse_detector_params(param, [detector])))
-    model.fit(train, valid=valid)
-    valid_scores = pd.DataFrame({"video": valid["video"], "label": valid["label"],
-                                 "score": model.predict_proba(valid, on_error="nan")})
-    thresholds = level_thresholds(valid_scores)
-    model.save(out, info={"trained_on": str(data_path), "split": split, "n_train": len(train),
-                          "n_valid": len(valid), "seed": seed, "thresholds": thresholds})
+    manifest = select_split(_read_dataset(data_path, layout), split, data_path)
+    _, thresholds = train_model(manifest, detector, out, trained_on=str(data_path), split=split,
+                                valid_fraction=valid_fraction, seed=seed, workers=workers,
+                                params=parse_params(param, [detector]).get(detector, {}))
     out_console.print(escape(f"model: {out}  (EER threshold on validation data: {thresholds['frame']:.3f})"))
-
-
-def _select_split(manifest, split: str, source: Path):
-    if split == "all":
-        return manifest.reset_index(drop=True)
-    part = manifest[manifest["split"] == split]
-    if part.empty:
-        splits = ", ".join(sorted(manifest["split"].unique()))
-        raise UserError(f"{source}: no '{split}' split (has: {splits}); use --split")
-    return part.reset_index(drop=True)
 
 
 @app.command("evaluate")
@@ -85,37 +63,15 @@ def evaluate_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Score a dataset with a model and write scores, metrics, plots and a report."""
-    import datetime as dt
-
-    from dflab import metrics as metrics_module
-    from dflab.lab.scoring import read_scores, score_manifest, skipped_files
-    from dflab.report.document import write_report
+    from dflab.data import select_split
+    from dflab.lab.single import evaluate_model
 
     set_quiet(quiet)
-    manifest = _select_split(_read_dataset(data_path, layout), split, data_path)
+    manifest = select_split(_read_dataset(data_path, layout), split, data_path)
     _output_dir(out, "--out")
     scorer = load_scorer(model, detector, workers, Backend(backend).value)
-    name = scorer.name
-    scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate", detector_name=name,
-                            split=split)
-    threshold = (getattr(scorer, "model_info_", {}) or {}).get("thresholds")
-    result = metrics_module.evaluate_levels(scores[["video", "label", "score"]], thresholds=threshold,
-                                            n_boot=n_boot, seed=seed)
-    report_metrics = {
-        "meta": {"title": f"dflab evaluate: {name} on {data_path}", "created": dt.datetime.now().isoformat(timespec="seconds"),
-                 "dflab_version": __version__, "synthetic": False, "command": _command_line(), "seed": seed,
-                 "n_boot": n_boot, "model": str(model) if model else name},
-        "tasks": {"evaluate": {"title": f"{name} on {data_path} ({split})", "train": str(model or name),
-                               "eval": f"{data_path} ({split})", "detectors": {name: result}}},
-        "skipped": skipped_files(read_scores(out / "scores.csv")),
-    }
-    if perturb:
-        from dflab.metrics.robustness import evaluate_robustness
-
-        scored = manifest.merge(scores[["path", "score"]], on="path", how="left")
-        report_metrics["robustness"] = {name: evaluate_robustness(
-            scorer, manifest, out, seed=seed, n_boot=min(n_boot, 200), baseline_scores=scored["score"].to_numpy())}
-    (out / "metrics.json").write_text(json.dumps(report_metrics, indent=2, allow_nan=False))
-    write_report(out, scores, report_metrics)
+    report_metrics = evaluate_model(scorer, manifest, out, data_label=str(data_path), split=split,
+                                    model_label=str(model) if model else scorer.name, command=_command_line(),
+                                    n_boot=n_boot, seed=seed, perturb=perturb)
     _print_summary(report_metrics)
     out_console.print(escape(f"report: {(out / 'report.html').resolve()}"))

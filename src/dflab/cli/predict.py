@@ -16,7 +16,6 @@ from dflab.inference.models import load_scorer
 from dflab.runtime.progress import is_quiet, printable, set_quiet
 
 
-
 @app.command("predict")
 def predict_command(
     target: Path = typer.Argument(..., help="An image, a video, or a folder of them."),

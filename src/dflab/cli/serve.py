@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
 from dflab.cli.export import Backend, BackendOption
 
 

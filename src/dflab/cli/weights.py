@@ -12,7 +12,6 @@ from rich.table import Table
 from dflab.cli.common import out_console, weights_app
 
 
-
 @weights_app.command("list")
 def weights_list() -> None:
     """The weight files dflab knows: shipped with the package (ready to use) or fetched, with their sha256."""

@@ -23,10 +23,6 @@ import pandas as pd
 
 from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: F401 (the one list; re-exported)
 
-
-
-
-
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "split", "video", "pair", "dataset")
 
 

@@ -140,3 +140,14 @@ def subsample(
         picked |= size <= k
         keep.loc[kept.index[~picked]] = False
     return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def select_split(manifest: pd.DataFrame, split: str, source) -> pd.DataFrame:
+    """The rows of ``split`` ("all": every row); a split the dataset does not have is a DataError."""
+    if split == "all":
+        return manifest.reset_index(drop=True)
+    part = manifest[manifest["split"] == split]
+    if part.empty:
+        splits = ", ".join(sorted(manifest["split"].unique()))
+        raise DataError(f"{source}: no '{split}' split (has: {splits}); use --split")
+    return part.reset_index(drop=True)

@@ -104,6 +104,10 @@ class Detector(BaseEstimator):
     #: Whether the trained model ships inside the package (a ready detector: loaded, never saved again).
     shipped: ClassVar[bool] = False
 
+    # Fitted state before ``fit``/``load``: an untrained detector, with no model info.
+    fitted_: bool = False
+    model_info_: dict | None = None
+
     # -- the contract -------------------------------------------------------------------------
     def fit(self, train, *, valid=None) -> "Detector":
         raise NotImplementedError
@@ -117,7 +121,7 @@ class Detector(BaseEstimator):
         raise NotImplementedError(f"{self.name} has no explanation map")
 
     def is_fitted(self) -> bool:
-        return getattr(self, "fitted_", False)
+        return self.fitted_
 
     def __sklearn_clone__(self):
         """scikit-learn's ``clone`` rebuilds from ``get_params``; the registry name is not a parameter, so
@@ -134,7 +138,7 @@ class Detector(BaseEstimator):
         model info records it; ``dflab predict`` then finds and frames faces itself."""
         from dflab.faces.framing import FaceFraming
 
-        return FaceFraming.from_info(getattr(self, "model_info_", None))
+        return FaceFraming.from_info(self.model_info_)
 
     @property
     def name(self) -> str:
@@ -225,6 +229,16 @@ class Detector(BaseEstimator):
         return detector
 
 
+
+
+def runtime_params(cls: type, **values) -> dict[str, Any]:
+    """The runtime settings (:data:`RUNTIME_PARAMS`) among ``values`` that detector class ``cls`` takes,
+    leaving out those given as None (the detector's own default then holds)."""
+    unknown = set(values) - RUNTIME_PARAMS
+    if unknown:
+        raise ValueError(f"not runtime settings: {sorted(unknown)}")
+    accepted = set(cls._get_param_names())
+    return {key: value for key, value in values.items() if key in accepted and value is not None}
 
 
 def _checked_model_params(cls: type, params: dict, path) -> dict:

@@ -45,6 +45,7 @@ class ReadyDetector(Detector):
 
     trainable = False
     shipped = True
+    inner_: Detector | None = None  # the shipped model, once loaded
 
     def __init__(self, model: str = DEFAULT_READY, batch_size: int = 32, device: str = "auto",
                  workers: int | None = 0, backend: str = "auto"):
@@ -60,7 +61,7 @@ class ReadyDetector(Detector):
 
     def inner(self) -> Detector:
         """The shipped model itself (loaded once)."""
-        if getattr(self, "inner_", None) is None:
+        if self.inner_ is None:
             if not (self.folder / "config.json").is_file():
                 raise ModelFileError(self.folder, f"the ready model {self.model!r} is not installed with this "
                                                   "package (see benchmarks/build_ready_detector.py)")
@@ -69,7 +70,7 @@ class ReadyDetector(Detector):
         return self.inner_
 
     def is_fitted(self) -> bool:
-        return getattr(self, "inner_", None) is not None or (self.folder / "config.json").is_file()
+        return self.inner_ is not None or (self.folder / "config.json").is_file()
 
     def fit(self, train=None, *, valid=None) -> "ReadyDetector":
         self.inner()

@@ -9,9 +9,10 @@ Every module under ``dflab.detectors`` is imported on first use, so adding a det
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ def get(name: str) -> Entry:
     return _REGISTRY[name]
 
 
-class UnknownParameterError(TypeError):
+class ParameterError(ValueError):
+    """Detector parameters that cannot be used as given; the message is one line."""
+
+
+class UnknownParameterError(ParameterError, TypeError):
     """A parameter the detector does not have (a typo); the message is one line naming the valid ones."""
 
 
@@ -83,3 +88,29 @@ def create(name: str, **params):
     detector = entry.cls(**{**entry.defaults, **params})
     detector.registry_name = name
     return detector
+
+
+def parse_params(items: Sequence[str], detectors: Sequence[str]) -> dict[str, dict]:
+    """``[DETECTOR.]KEY=VALUE`` items (``dflab --param``) -> {detector: {key: value}}; VALUE is JSON or
+    text. Without a detector prefix the parameter goes to every detector that accepts it; a key no
+    chosen detector has is a :class:`ParameterError`."""
+    accepted = {name: set(get(name).cls._get_param_names()) for name in detectors}
+    params: dict[str, dict] = {}
+    for item in items:
+        target, equals, raw = item.partition("=")
+        if not equals or not target:
+            raise ParameterError(f"--param {item!r}: expected [DETECTOR.]KEY=VALUE, e.g. epochs=5")
+        name, dot, key = target.rpartition(".")
+        if dot and name not in accepted:
+            raise ParameterError(f"--param {item!r}: {name!r} is not one of the chosen detectors ({', '.join(detectors)})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        targets = [name] if dot else [n for n in detectors if key in accepted[n]]
+        if not targets or any(key not in accepted[n] for n in targets):
+            where = name if dot else "any chosen detector"
+            raise ParameterError(f"--param {item!r}: {where} has no parameter {key!r}")
+        for target_name in targets:
+            params.setdefault(target_name, {})[key] = value
+    return params

@@ -14,8 +14,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from dflab.media.formats import is_video_path
 from dflab.faces.framing import FaceFraming
+from dflab.media.formats import is_video_path
 
 #: One row per face (photos), per image (``faces="whole"``) or per video.
 PREDICTION_COLUMNS = ["path", "face", "box", "p_fake", "verdict", "error"]

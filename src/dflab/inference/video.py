@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from scipy.special import expit
 
 from dflab.media.video import VideoError, sample_frames
+from dflab.runtime.numeric import clipped_logit
 
 AGGREGATIONS = ("mean_prob", "mean_logit", "confident")
 
@@ -39,9 +41,7 @@ def aggregate(frame_scores, method: str = "mean_prob", *, fake_threshold: float 
     if method == "mean_prob":
         return float(scores.mean())
     if method == "mean_logit":
-        p = np.clip(scores, 1e-6, 1 - 1e-6)
-        mean_logit = float(np.mean(np.log(p) - np.log1p(-p)))
-        return float(1.0 / (1.0 + np.exp(-mean_logit)))
+        return float(expit(np.mean(clipped_logit(scores))))
     if method == "confident":
         n = scores.size
         fakes = scores > fake_threshold

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from dflab import __version__, data, metrics
-from dflab.detectors import Detector, create, load_detector
+from dflab.detectors import Detector, create, get, load_detector
+from dflab.detectors.base import runtime_params
 from dflab.detectors.fusion.calibration import CalibrationError
 from dflab.detectors.modelfile import ModelFileError
 from dflab.faces.videorows import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
@@ -92,9 +93,10 @@ def prepare_manifests(config: LabConfig) -> dict[str, pd.DataFrame]:
 def build_detector(name: str, config: LabConfig) -> Detector:
     params = dict(config.detector_params.get(name, {}))
     detector = create(name, **params)
-    accepted = detector.get_params(deep=False)
-    runtime = {"seed": config.seed, "workers": config.workers, "backend": config.backend}
-    detector.set_params(**{k: v for k, v in runtime.items() if k in accepted and k not in params})
+    settings = {**_runtime_params(name, config)}
+    if "seed" in detector.get_params(deep=False):
+        settings["seed"] = config.seed
+    detector.set_params(**{k: v for k, v in settings.items() if k not in params})
     return detector
 
 
@@ -120,8 +122,7 @@ def train_or_resume(name: str, config: LabConfig, train: pd.DataFrame, valid: pd
 
 
 def _runtime_params(name: str, config: LabConfig) -> dict:
-    accepted = create(name).get_params(deep=False)
-    return {k: v for k, v in {"workers": config.workers, "backend": config.backend}.items() if k in accepted}
+    return runtime_params(get(name).cls, workers=config.workers, backend=config.backend)
 
 
 def level_thresholds(valid_scores: pd.DataFrame) -> dict[str, float]:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from dflab.media.images import ImageError, ImageLike, as_rgb_array, decode_image, source_name
+from dflab.media.images import ImageError, ImageLike, as_rgb_array, decode_image, read_image_bytes, source_name
 from dflab.runtime.memory import is_keeping_freed_memory, keep_freed_memory
 from dflab.runtime.progress import progress_bar
 
@@ -83,14 +83,7 @@ def _extract_one(extractor: Callable, source: ImageLike, cache_dir: Path | None)
     if isinstance(source, np.ndarray):
         return np.asarray(extractor(as_rgb_array(source)))
     path = Path(source)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a folder, not an image file") from None
-    except OSError as err:
-        raise ImageError(path, f"cannot read file ({err.strerror or err})") from None
+    data = read_image_bytes(path)
     cached = None
     if cache_dir is not None:
         cached = _cache_path(cache_dir, extractor.cache_key(), hashlib.sha256(data).hexdigest())

@@ -83,15 +83,19 @@ def load_image(source: ImageLike) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return as_rgb_array(source)
     path = Path(source)
+    return decode_image(read_image_bytes(path), str(path))
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; a file that cannot be read is an :class:`ImageError` saying why."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
     except IsADirectoryError:
         raise ImageError(path, "is a folder, not an image file") from None
     except OSError as err:
         raise ImageError(path, f"cannot read file ({err.strerror or err})") from None
-    return decode_image(data, str(path))
 
 
 def probe_image(source: ImageLike) -> str:
@@ -148,3 +152,31 @@ def failure_reason(path: str) -> str:
     except ImageError as err:
         return err.reason
     return "the detector could not score this image"
+
+
+#: The two JPEG codecs in use. Both are libjpeg, but with different colour conversion and rounding, so a
+#: stage keeps the one its numbers were measured with (ELA and training augmentation: OpenCV).
+JPEG_ENCODERS = ("pillow", "opencv")
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int, *, encoder: str = "pillow") -> np.ndarray:
+    """The image after JPEG encoding at ``quality`` and decoding: RGB (H, W, 3) or grey (H, W) uint8."""
+    if not 0 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 0..100, got {quality}")
+    if encoder == "pillow":
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            return np.asarray(decoded.convert("L" if image.ndim == 2 else "RGB")).copy()
+    if encoder != "opencv":
+        raise ValueError(f"unknown JPEG encoder {encoder!r}: expected one of {', '.join(JPEG_ENCODERS)}")
+    import cv2
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    if image.ndim == 2:
+        _, encoded = cv2.imencode(".jpg", image, params)
+        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+    # OpenCV codes BGR: hand it BGR so the JPEG's YCbCr conversion sees the true colours.
+    _, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), params)
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1]

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import expit
 from sklearn import metrics as skm
+
+from dflab.runtime.numeric import clipped_logit
 
 AGGREGATION_METHODS = ("mean_prob", "mean_logit")
 
@@ -28,7 +30,6 @@ LEVELS = ("frame", "video_mean_prob", "video_mean_logit")
 
 # Probabilities are clipped before logit so that a frame scored exactly 0 or 1 does not
 # produce an infinite logit that would dominate (or NaN) the video mean.
-_LOGIT_CLIP = 1e-6
 
 
 class MetricsError(ValueError):
@@ -212,7 +213,7 @@ def aggregate_by_video(frame: pd.DataFrame, method: str = "mean_prob") -> pd.Dat
         raise MetricsError(f"scores must be numeric: {exc}") from None
     data = data[data["score"].notna()]
     if method == "mean_logit":
-        data["score"] = logit(np.clip(data["score"].to_numpy(), _LOGIT_CLIP, 1.0 - _LOGIT_CLIP))
+        data["score"] = clipped_logit(data["score"].to_numpy())
     grouped = data.groupby("video", sort=True)
     result = grouped.agg(
         label=("label", "first"), score=("score", "mean"), n_frames=("score", "size")

@@ -38,7 +38,7 @@ class WeightFile:
     sha256: str | None
     description: str
     licence: str
-    #: Key converter in :data:`dflab.detectors.cnn.CONVERTERS` (or "" when loaded as is).
+    #: Key converter in :data:`dflab.detectors.deep.pretrained.CONVERTERS` (or "" when loaded as is).
     converter: str
     #: The detector that uses these weights.
     detector: str = ""

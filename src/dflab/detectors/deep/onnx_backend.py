@@ -145,7 +145,7 @@ def check_backend(backend: str) -> str:
 def scoring_network(detector, model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """What scores a normalised batch for ``detector``: its PyTorch ``model`` or an :class:`OnnxBackend`
     of it, by the detector's ``backend`` setting (see the module docstring)."""
-    backend = check_backend(getattr(detector, "backend", "auto"))
+    backend = check_backend(detector.backend)
     held = getattr(detector, "onnx_", None)
     if held is not None and held.network is not detector.model_:
         held = detector.onnx_ = None  # trained again since: the graph was of the old network

@@ -17,7 +17,7 @@ Stage 2, ``head``:
 
 * ``"mlp"``: a small scikit-learn MLP on the frozen embeddings (saved with skops);
 * ``"finetune"``: a one-logit Linear head on the embedding, and the whole network fine-tuned with
-  BCE on the binary task (:func:`~dflab.detectors.torch_common.train_binary`: early stopping on
+  BCE on the binary task (:func:`~dflab.detectors.deep.training.train_binary`: early stopping on
   validation AUC, resumable with ``checkpoint_dir``).
 """
 
@@ -35,11 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from dflab.detectors.base import as_sources, as_training_set, require_both_classes
-from dflab.detectors.deep.cnn import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
 from dflab.detectors.deep.pairs import contrastive_loss, pair_links, sample_pairs
+from dflab.detectors.deep.pretrained import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
 from dflab.detectors.deep.tensors import numpy_to_model, state_to_numpy
 from dflab.detectors.deep.torch_detector import TorchDetector, predict_outputs, ready_for_inference
-from dflab.detectors.deep.training import TrainSettings, train_binary, train_metric
+from dflab.detectors.deep.training import train_binary, train_metric
 from dflab.detectors.registry import register
 from dflab.media.images import ImageError, source_name
 
@@ -170,9 +170,7 @@ class SiameseDetector(TorchDetector):
         images = self._dataset(sources, labels, train=True)
         n_pairs = self.pairs_per_epoch or len(sources)
         # Each row is two images: half the batch size in rows keeps the images per step the same.
-        settings = TrainSettings(epochs=self.contrastive_epochs, batch_size=max(2, self.batch_size // 2),
-                                 lr=self.lr, weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
-                                 seed=self.seed, workers=self.workers)
+        settings = self.train_settings(epochs=self.contrastive_epochs, batch_size=max(2, self.batch_size // 2))
         contrastive = train_metric(
             net, images, lambda epoch: self._pairs(labels, videos, links, n_pairs, [self.seed, epoch]),
             lambda emb, similar: contrastive_loss(emb[:, 0], emb[:, 1], similar, self.margin), settings,
@@ -208,10 +206,7 @@ class SiameseDetector(TorchDetector):
             self.head_.fit(train_emb[ok], labels[ok])
         else:
             valid_set = None if valid_sources is None else self._dataset(valid_sources, valid_labels)
-            finetune = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.finetune_lr,
-                                     weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
-                                     patience=self.patience, seed=self.seed, workers=self.workers,
-                                     checkpoint_dir=self.checkpoint_dir)
+            finetune = self.train_settings(lr=self.finetune_lr)
             training["finetune"] = train_binary(net, images, valid_set, finetune, device=device,
                                                 fingerprint=self.fingerprint(), name=f"{self.name} fine-tune")
         self.model_, self.training_, self.fitted_ = net.eval(), training, True

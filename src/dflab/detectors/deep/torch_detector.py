@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -13,13 +14,13 @@ from torch import nn
 from dflab.augment.sbi import sbi_grid
 from dflab.augment.training import Augmentation
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
+from dflab.detectors.deep.onnx_backend import GRAPH_FILE, graph_from_state, scoring_network
 from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, _mirror_averaged, numpy_to_model,
                                           predict_outputs, ready_for_inference, resize_square, resolve_device,
                                           state_to_numpy, to_tensor)
 from dflab.detectors.deep.training import TrainSettings, train_binary
 from dflab.faces.framing import locate_faces, reframe, square_region
 from dflab.media.images import ImageError, ImageLike, load_image, probe_image, source_name
-from dflab.detectors.deep.onnx_backend import GRAPH_FILE, graph_from_state, scoring_network
 
 
 def last_convolution(model: nn.Module) -> nn.Module:
@@ -70,12 +71,30 @@ class TorchDetector(Detector):
     #: Input normalisation after scaling pixels to [0, 1].
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    # What a subclass without these parameters means: no re-framing, no self-blending, random
+    # initialisation, one view per image at scoring, the network run as :mod:`~dflab.detectors.deep.onnx_backend` decides.
+    crop_scale: float | None = None
+    self_blend: str = "off"
+    pretrained: bool = False
+    test_flip: bool = False
+    device: str = "auto"
+    backend: str = "auto"
+    # Fitted state: the training history and an exported graph, until there are some.
+    training_: dict = {}
+    onnx_ = None
 
     def build_model(self, *, pretrained: bool) -> nn.Module:
         raise NotImplementedError
 
     def trainable_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return model.parameters()
+
+    def train_settings(self, **overrides) -> TrainSettings:
+        """The training settings this detector's parameters give; a stage overrides what differs (a
+        metric-learning stage's epochs, rows per batch, learning rate)."""
+        params = self.get_params(deep=False)
+        return TrainSettings(**{**{f.name: params[f.name] for f in fields(TrainSettings) if f.name in params},
+                                **overrides})
 
     def fingerprint(self) -> dict:
         """What makes two trainings the same run (for resuming checkpoints)."""
@@ -87,11 +106,11 @@ class TorchDetector(Detector):
         return 1.0 / (1.0 + np.exp(-logits))
 
     def _device(self) -> torch.device:
-        return resolve_device(getattr(self, "device", "auto"))
+        return resolve_device(self.device)
 
     def _faces(self, sources) -> list | None:
         """Face locations for the crop policy and self-blend masks (None when neither is used)."""
-        if not getattr(self, "crop_scale", None) and getattr(self, "self_blend", "off") == "off":
+        if not self.crop_scale and self.self_blend == "off":
             return None
         return locate_faces(sources, description=f"{self.name}: locating faces")
 
@@ -100,13 +119,13 @@ class TorchDetector(Detector):
             faces = self._faces(sources)
         return ImageDataset(sources, labels, input_size=self.input_size, mean=self.mean, std=self.std,
                             augmentation=Augmentation() if (train and self.augment) else None, seed=self.seed,
-                            faces=faces, crop_scale=getattr(self, "crop_scale", None), blend=blend)
+                            faces=faces, crop_scale=self.crop_scale, blend=blend)
 
     def _training_set(self, train) -> ImageDataset:
         """The training images; with ``self_blend`` "only" every real image also appears self-blended
         as a fake (the real fakes are left out), with "mix" the real fakes stay too."""
         sources, labels, _ = as_training_set(train)
-        mode = getattr(self, "self_blend", "off")
+        mode = self.self_blend
         if mode not in ("off", "only", "mix"):
             raise ValueError(f"self_blend must be 'off', 'only' or 'mix', not {mode!r}")
         if mode == "off":
@@ -127,12 +146,12 @@ class TorchDetector(Detector):
     def self_blend_examples(self, sources, out_path, *, n: int = 4) -> Path | None:
         """A PNG grid of self-blended examples (real | blend | mask) of the first ``n`` sources, as
         this detector makes them in training (same framing and masks); None when self_blend is off."""
-        if getattr(self, "self_blend", "off") == "off":
+        if self.self_blend == "off":
             return None
         sources = list(sources)[:n]
         images, landmarks = [], []
         for source, face in zip(sources, self._faces(sources)):
-            image, points = reframe(load_image(source), face, getattr(self, "crop_scale", None))
+            image, points = reframe(load_image(source), face, self.crop_scale)
             images.append(image)
             landmarks.append(points)
         return sbi_grid(images, out_path, seed=self.seed, landmarks=landmarks)
@@ -145,13 +164,9 @@ class TorchDetector(Detector):
             valid_set = self._dataset(valid_sources, valid_labels)
         device = self._device()
         torch.manual_seed(self.seed)
-        model = self.build_model(pretrained=bool(getattr(self, "pretrained", False)))
-        settings = TrainSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                 weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
-                                 patience=self.patience, seed=self.seed, workers=self.workers,
-                                 checkpoint_dir=self.checkpoint_dir)
+        model = self.build_model(pretrained=bool(self.pretrained))
         model.to(device)
-        self.training_ = train_binary(model, train_set, valid_set, settings,
+        self.training_ = train_binary(model, train_set, valid_set, self.train_settings(),
                                       device=device, parameters=self.trainable_parameters(model),
                                       fingerprint=self.fingerprint(), name=self.name)
         self.model_ = model
@@ -166,7 +181,7 @@ class TorchDetector(Detector):
         device = self._device()
         model = ready_for_inference(self.model_, device)
         network = scoring_network(self, model, device)  # PyTorch, or onnxruntime (``backend``)
-        forward = _mirror_averaged(network) if getattr(self, "test_flip", False) else network
+        forward = _mirror_averaged(network) if self.test_flip else network
         outputs, errors = predict_outputs(model, self._dataset(sources), batch_size=self.batch_size, device=device,
                                           workers=self.workers, description=f"{self.name}: scoring", forward=forward)
         logits = outputs[:, 0]
@@ -186,7 +201,7 @@ class TorchDetector(Detector):
         self._check_fitted()
         picture = load_image(image)
         left, top, right, bottom = 0, 0, picture.shape[1], picture.shape[0]
-        crop_scale = getattr(self, "crop_scale", None)
+        crop_scale = self.crop_scale
         face = locate_faces([picture], description=f"{self.name}: locating faces")[0] if crop_scale else None
         if face is not None:
             left, top, right, bottom = square_region(face.box, crop_scale, *picture.shape[:2])
@@ -205,8 +220,8 @@ class TorchDetector(Detector):
         return grad_cam(model, x)
 
     def _get_state(self) -> dict[str, Any]:
-        state = {**state_to_numpy(self.model_, prefix="model."), "training": getattr(self, "training_", {})}
-        graph = getattr(self, "onnx_", None)
+        state = {**state_to_numpy(self.model_, prefix="model."), "training": self.training_}
+        graph = self.onnx_
         if graph is not None and graph.network is self.model_:  # an exported graph of this very network
             state[GRAPH_FILE] = graph.graph
         return state

@@ -1,16 +1,12 @@
-"""Shared PyTorch machinery for the deep detectors: data, augmentation, training, inference, state.
+"""The one training loop of the deep detectors, with checkpoints.
 
-* :class:`ImageDataset` turns sources (paths or arrays) into normalised tensors at the model's input
-  size; with ``augment=True`` it applies flip, colour jitter, small blur, rescale and JPEG
-  re-compression, drawn from a generator seeded by (seed, epoch, index), so a run is repeatable
-  whatever the number of loader workers and survives a resume.
-* :func:`train_binary` fits a one-logit network with AdamW, a warm-up + cosine schedule and
-  BCE-with-logits, channels-last, mixed precision on CUDA only; with a validation set it keeps the
-  epoch of best validation AUC and stops early. With a ``checkpoint_dir`` every epoch is saved
-  (safetensors + JSON, never pickles) and an interrupted run resumes where it stopped.
-* :func:`predict_logits` scores batches under ``torch.inference_mode``; unusable files give NaN.
-* :class:`TorchDetector` wires these into the :class:`~dflab.detectors.base.Detector` contract;
-  its saved state is the network's ``state_dict`` as NumPy arrays.
+:func:`train` fits a network in place with AdamW and a warm-up + cosine schedule, channels-last, mixed
+precision on CUDA only, on an objective: :class:`BinaryObjective` (one logit per image, BCE-with-logits;
+the detectors' task) or :class:`MetricObjective` (pairs/triplets and a metric loss; the siamese and
+triplet stages). With a validation set it keeps the epoch of best validation AUC and stops early. With
+a ``checkpoint_dir`` every epoch is saved (safetensors + JSON, never pickles) and an interrupted run
+resumes where it stopped. :class:`TrainSettings` comes from a detector's parameters
+(:meth:`TorchDetector.train_settings <dflab.detectors.deep.torch_detector.TorchDetector.train_settings>`).
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -101,29 +97,87 @@ def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, t
     optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
 
 
-def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageDataset | None,
-                 settings: TrainSettings, *, device: torch.device,
-                 parameters: Iterable[nn.Parameter] | None = None, fingerprint: dict | None = None,
-                 name: str = "model") -> dict:
-    """Train ``model`` (one logit = fake) in place; returns the history. See the module docstring."""
+class BinaryObjective:
+    """The detectors' own task: one logit per image, BCE-with-logits against the label."""
+
+    label = "epoch"
+
+    def __init__(self, train_set: ImageDataset):
+        self.train_set = train_set
+        self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def items(self) -> int:
+        return len(self.train_set)
+
+    def loader(self, epoch: int, settings: TrainSettings, device: torch.device):
+        self.train_set.set_epoch(epoch)
+        return make_loader(self.train_set, batch_size=settings.batch_size, shuffle=True, workers=settings.workers,
+                           seed=settings.seed * 1_000_003 + epoch, device=device), len(self.train_set), {}
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
+        x, y = _batch_to(x, device), y.float().to(device)
+        with _autocast(device):
+            logits = model(x).reshape(-1)
+        return self.loss_fn(logits.float(), y)
+
+
+class MetricObjective:
+    """Metric learning on tuples of images (pairs, triplets): each epoch ``make_rows(epoch)`` gives the
+    rows of image indices (and a target per row); the k images of a batch of rows go through ``embed``
+    in one pass and ``loss_fn(embeddings (B, k, D), targets)`` is minimised."""
+
+    label = "metric epoch"
+
+    def __init__(self, images: ImageDataset, make_rows: Callable[[int], tuple[np.ndarray, np.ndarray | None]],
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 embed: Callable[[torch.Tensor], torch.Tensor], name: str):
+        self.images, self.make_rows, self.loss_fn, self.embed, self.name = images, make_rows, loss_fn, embed, name
+        self.first_rows = make_rows(0)
+
+    def items(self) -> int:
+        return len(self.first_rows[0])
+
+    def loader(self, epoch: int, settings: TrainSettings, device: torch.device):
+        rows, targets = self.first_rows if epoch == 0 else self.make_rows(epoch)
+        if len(rows) == 0:
+            raise ValueError(f"{self.name}: no training pairs/triplets could be formed (needs several videos per class)")
+        self.images.set_epoch(epoch)
+        # Rows are drawn at random already; a plain loader keeps their order.
+        return make_loader(TupleDataset(self.images, rows, targets), batch_size=settings.batch_size,
+                           workers=settings.workers, device=device), len(rows), {"rows": int(len(rows))}
+
+    def loss(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, device: torch.device) -> torch.Tensor:
+        target = target.float().to(device)
+        b, k = x.shape[:2]
+        with _autocast(device):
+            out = self.embed(_batch_to(x.reshape(b * k, *x.shape[2:]), device))
+        return self.loss_fn(out.float().reshape(b, k, -1), target)
+
+
+def train(model: nn.Module, objective, valid_set: ImageDataset | None, settings: TrainSettings, *,
+          device: torch.device, parameters: Iterable[nn.Parameter] | None = None, fingerprint: dict | None = None,
+          name: str = "model") -> dict:
+    """The one training loop: ``model`` trained in place on ``objective`` (:class:`BinaryObjective` or
+    :class:`MetricObjective`) with AdamW and a warm-up + cosine schedule; with a validation set it keeps
+    the epoch of best validation AUC and stops early; with ``settings.checkpoint_dir`` every epoch is
+    saved and an interrupted run resumes where it stopped. Returns the history."""
     torch.manual_seed(settings.seed)
     model.to(device).to(memory_format=torch.channels_last)
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_set) / settings.batch_size))
+    steps_per_epoch = max(1, math.ceil(objective.items() / settings.batch_size))
     total_steps = steps_per_epoch * settings.epochs
     warmup_steps = int(round(settings.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
     use_fp16_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16_scaler)
-    loss_fn = nn.BCEWithLogitsLoss()
     if valid_set is not None and len(np.unique(valid_set.labels)) < 2:
         warn(f"{name}: validation set has one class only; no early stopping")
         valid_set = None
 
     run_id = hashlib.sha256(json.dumps({"settings": asdict(settings) | {"workers": None, "checkpoint_dir": None},
-                                        "n_train": len(train_set), "fingerprint": fingerprint or {}},
+                                        "n_train": objective.items(), "fingerprint": fingerprint or {}},
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     history: list[dict] = []
     best = {"auc": -1.0, "epoch": -1, "state": None}
@@ -139,21 +193,16 @@ def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageData
             break
         started = time.perf_counter()
         torch.manual_seed(settings.seed * 1_000_003 + epoch)  # dropout / drop-path, repeatable on resume
-        train_set.set_epoch(epoch)
-        loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, workers=settings.workers,
-                             seed=settings.seed * 1_000_003 + epoch, device=device)
+        loader, n_items, described = objective.loader(epoch, settings, device)
         model.train()
         losses, skipped = [], 0
-        with progress_bar(f"{name}: epoch {epoch + 1}/{settings.epochs}", len(train_set)) as advance:
+        with progress_bar(f"{name}: {objective.label} {epoch + 1}/{settings.epochs}", n_items) as advance:
             for x, y, errors in loader:
                 ok = torch.as_tensor([not e for e in errors])
                 skipped += int((~ok).sum())
-                # A one-image batch is skipped: BatchNorm1d heads (ICPR ST) cannot train on it.
+                # A one-item batch is skipped: BatchNorm layers (ICPR ST heads) cannot train on it.
                 if ok.sum() >= 2:
-                    x, y = _batch_to(x[ok], device), y[ok].float().to(device)
-                    with _autocast(device):
-                        logits = model(x).reshape(-1)
-                    loss = loss_fn(logits.float(), y)
+                    loss = objective.loss(model, x[ok], y[ok], device)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
@@ -162,10 +211,10 @@ def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageData
                 scheduler.step()
                 advance(len(errors))
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "lr": float(optimizer.param_groups[0]["lr"]), "skipped": skipped,
+                  "lr": float(optimizer.param_groups[0]["lr"]), **described, "skipped": skipped,
                   "seconds": round(time.perf_counter() - started, 1)}
         if skipped:
-            warn(f"{name}: {skipped} unusable training images skipped in epoch {epoch + 1}")
+            warn(f"{name}: {skipped} unusable training images skipped in {objective.label} {epoch + 1}")
         if valid_set is not None:
             record["valid_auc"] = _valid_auc(model, valid_set, settings, device)
             if record["valid_auc"] > best["auc"]:
@@ -175,7 +224,7 @@ def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageData
             else:
                 bad_epochs += 1
         history.append(record)
-        info(f"{name}: epoch {epoch + 1}/{settings.epochs} loss {record['train_loss']:.4f}"
+        info(f"{name}: {objective.label} {epoch + 1}/{settings.epochs} loss {record['train_loss']:.4f}"
              + (f" valid AUC {record['valid_auc']:.4f}" if "valid_auc" in record else "")
              + f" ({record['seconds']} s)")
         if folder is not None:
@@ -184,8 +233,27 @@ def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageData
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()
-    return {"history": history, "best_epoch": best["epoch"] if best["state"] is not None else len(history),
-            "best_valid_auc": best["auc"] if best["state"] is not None else None, "device": str(device)}
+    result = {"history": history, "device": str(device)}
+    if valid_set is not None or objective.label == BinaryObjective.label:
+        result |= {"best_epoch": best["epoch"] if best["state"] is not None else len(history),
+                   "best_valid_auc": best["auc"] if best["state"] is not None else None}
+    return result
+
+
+def train_binary(model: nn.Module, train_set: ImageDataset, valid_set: ImageDataset | None,
+                 settings: TrainSettings, **options) -> dict:
+    """Train a one-logit network on labelled images (see :func:`train`)."""
+    return train(model, BinaryObjective(train_set), valid_set, settings, **options)
+
+
+def train_metric(model: nn.Module, images: ImageDataset, make_rows, loss_fn, settings: TrainSettings, *,
+                 device: torch.device, embed=None, parameters=None, name: str = "model") -> dict:
+    """Metric learning on pairs/triplets of ``images`` (see :class:`MetricObjective` and :func:`train`);
+    its checkpoints go to ``<checkpoint_dir>/metric`` so that the stage after it keeps its own."""
+    if settings.checkpoint_dir:
+        settings = replace(settings, checkpoint_dir=str(Path(settings.checkpoint_dir) / "metric"))
+    return train(model, MetricObjective(images, make_rows, loss_fn, embed or model, name), None, settings,
+                 device=device, parameters=parameters, name=name)
 
 
 def _checkpoint(folder, run_id, epochs_done, model, optimizer, scheduler, history, best, bad_epochs) -> None:
@@ -231,61 +299,3 @@ def _resume(folder, run_id, model, optimizer, scheduler, best, name):
                 "state": load_file(str(folder / names["best"]))}
     info(f"{name}: resuming from {folder} after epoch {state['epochs_done']}")
     return state["epochs_done"], state["history"], best, state["bad_epochs"]
-
-
-def train_metric(model: nn.Module, images: ImageDataset, make_rows: Callable[[int], tuple[np.ndarray, np.ndarray | None]],
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], settings: TrainSettings, *,
-                 device: torch.device, embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 parameters: Iterable[nn.Parameter] | None = None, name: str = "model") -> dict:
-    """Metric learning on tuples of images (pairs, triplets): each epoch ``make_rows(epoch)`` gives
-    the rows of image indices (and a target per row); the k images of a batch of rows go through
-    ``embed`` (default ``model``) in one pass and ``loss_fn(embeddings (B, k, D), targets)`` is
-    minimised with AdamW and the warm-up + cosine schedule of :func:`train_binary`. Returns the history."""
-    torch.manual_seed(settings.seed)
-    embed = embed or model
-    model.to(device).to(memory_format=torch.channels_last)
-    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    rows0, _ = make_rows(0)
-    steps_per_epoch = max(1, math.ceil(len(rows0) / settings.batch_size))
-    total_steps = steps_per_epoch * settings.epochs
-    warmup_steps = int(round(settings.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    history = []
-    for epoch in range(settings.epochs):
-        started = time.perf_counter()
-        torch.manual_seed(settings.seed * 1_000_003 + epoch)
-        rows, targets = (rows0, _) if epoch == 0 else make_rows(epoch)
-        if len(rows) == 0:
-            raise ValueError(f"{name}: no training pairs/triplets could be formed (needs several videos per class)")
-        images.set_epoch(epoch)
-        # Rows are drawn at random already; a plain loader keeps their order.
-        loader = make_loader(TupleDataset(images, rows, targets), batch_size=settings.batch_size,
-                             workers=settings.workers, device=device)
-        model.train()
-        losses, skipped = [], 0
-        with progress_bar(f"{name}: metric epoch {epoch + 1}/{settings.epochs}", len(rows)) as advance:
-            for x, target, errors in loader:
-                ok = torch.as_tensor([not e for e in errors])
-                skipped += int((~ok).sum())
-                if ok.sum() >= 2:  # BatchNorm needs more than one row
-                    x, target = x[ok], target[ok].float().to(device)
-                    b, k = x.shape[:2]
-                    with _autocast(device):
-                        out = embed(_batch_to(x.reshape(b * k, *x.shape[2:]), device))
-                    loss = loss_fn(out.float().reshape(b, k, -1), target)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    losses.append(float(loss.detach()))
-                scheduler.step()
-                advance(len(errors))
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "rows": int(len(rows)), "skipped": skipped, "seconds": round(time.perf_counter() - started, 1)}
-        history.append(record)
-        info(f"{name}: metric epoch {epoch + 1}/{settings.epochs} loss {record['train_loss']:.4f} "
-             f"({record['seconds']} s)")
-    model.eval()
-    return {"history": history, "device": str(device)}

@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import expit, logit
+from scipy.special import expit
+
+from dflab.runtime.numeric import clipped_logit
 
 CALIBRATION_METHODS = ("platt", "isotonic")
 
 
 # Scores are clipped before the logit so that P = 0 or 1 gives a large finite feature, not inf.
-_CLIP = 1e-6
 
 
 class CalibrationError(ValueError):
@@ -57,7 +58,7 @@ class Calibrator:
         x = np.clip(scores[ok], 0.0, 1.0)
         if self.method == "platt":
             slope, intercept = float(self.params["slope"][0]), float(self.params["intercept"][0])
-            out[ok] = expit(slope * logit(np.clip(x, _CLIP, 1 - _CLIP)) + intercept)
+            out[ok] = expit(slope * clipped_logit(x) + intercept)
         elif self.method == "isotonic":
             out[ok] = np.interp(x, self.params["x_thresholds"], self.params["y_thresholds"])
         else:
@@ -98,7 +99,7 @@ def fit_calibrator(scores: Any, labels: Any, method: str = "platt") -> Calibrato
         # each sample counted once as fake and once as real with those weights; unpenalised.
         n_pos, n_neg = int(labels.sum()), int((1 - labels).sum())
         target = np.where(labels == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-        x = logit(np.clip(scores, _CLIP, 1 - _CLIP))[:, None]
+        x = clipped_logit(scores)[:, None]
         model = LogisticRegression(C=np.inf, max_iter=1000)
         model.fit(np.vstack([x, x]), np.r_[np.ones(len(x)), np.zeros(len(x))],
                   sample_weight=np.r_[target, 1.0 - target])

@@ -32,24 +32,23 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import expit
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from dflab.detectors.base import Detector, as_sources, as_training_set, load_detector
+from dflab.detectors.base import Detector, as_sources, as_training_set, load_detector, runtime_params
 from dflab.detectors.fusion.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator
 from dflab.detectors.modelfile import read_model_config
 from dflab.detectors.registry import create, get, register
 from dflab.media.images import ImageLike, load_image
+from dflab.runtime.numeric import clipped_logit
 from dflab.runtime.progress import warn
 
 FUSION_METHODS = ("mean_prob", "mean_logit", "stacking")
 
 
-_CLIP = 1e-6
 
 
-_RUNTIME = ("workers", "cache_dir", "device")
 
 
 def _describe(spec: Any) -> Any:
@@ -100,8 +99,7 @@ class EnsembleDetector(Detector):
 
     # -- members ------------------------------------------------------------------------------
     def _runtime_for(self, cls: type) -> dict[str, Any]:
-        accepted = set(cls._get_param_names())
-        return {key: getattr(self, key) for key in _RUNTIME if key in accepted and getattr(self, key) is not None}
+        return runtime_params(cls, workers=self.workers, cache_dir=self.cache_dir, device=self.device)
 
     def _load_member(self, path: str | Path) -> Detector:
         cls = get(read_model_config(path)["detector"]).cls
@@ -156,7 +154,7 @@ class EnsembleDetector(Detector):
         scored = ~np.isnan(probs)
         any_scored = scored.any(axis=1)
         fused = np.full(len(probs), np.nan)
-        logits = logit(np.clip(probs, _CLIP, 1 - _CLIP))
+        logits = clipped_logit(probs)
         if self.method == "mean_prob":
             fused[any_scored] = np.nanmean(probs[any_scored], axis=1)
         elif self.method == "mean_logit":
@@ -204,7 +202,7 @@ class EnsembleDetector(Detector):
         complete = ~np.isnan(probs).any(axis=1)
         if len(np.unique(labels[complete])) < 2:
             raise ValueError("ensemble: stacking needs real and fake development images that every member can score")
-        z = logit(np.clip(probs[complete], _CLIP, 1 - _CLIP))
+        z = clipped_logit(probs[complete])
         model = LogisticRegression(C=self.stacking_c, max_iter=1000, random_state=self.seed).fit(z, labels[complete])
         self.stack_weights_ = model.coef_[0].astype(np.float64)
         self.stack_bias_ = model.intercept_.astype(np.float64)

@@ -26,7 +26,7 @@ import numpy as np
 
 from dflab.detectors.handcrafted.classic import FeatureClassifierDetector
 from dflab.detectors.registry import register
-from dflab.media.images import ImageLike, load_image
+from dflab.media.images import ImageLike, jpeg_round_trip, load_image
 
 _PERCENTILES = (50, 90, 99)
 
@@ -38,32 +38,23 @@ _FRACTIONS = np.asarray(_PERCENTILES, dtype=np.float64) / 100.0
 N_STATS = 3 + len(_PERCENTILES)
 
 
-def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """The image after JPEG encoding at ``quality`` and decoding: RGB (H, W, 3) or grayscale (H, W) uint8."""
-    if not 0 <= int(quality) <= 100:
-        raise ValueError(f"JPEG quality must be in 0..100, got {quality}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    if image.ndim == 2:
-        ok, encoded = cv2.imencode(".jpg", image, params)
-        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
-    # OpenCV codes BGR: hand it BGR so the JPEG's YCbCr conversion sees the true colours.
-    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), params)
-    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1]
+#: ELA's JPEG codec (its measured numbers were made with it).
+ELA_ENCODER = "opencv"
 
 
 def ela_image(image: np.ndarray, quality: int = 90) -> np.ndarray:
     """|image - JPEG(image, quality)| as float32 (H, W, 3), in grey levels (0..255)."""
-    return cv2.absdiff(image, jpeg_roundtrip(image, quality)).astype(np.float32)
+    return cv2.absdiff(image, jpeg_round_trip(image, quality, encoder=ELA_ENCODER)).astype(np.float32)
 
 
 def ela_map(image: np.ndarray, quality: int = 90, color: bool = False) -> np.ndarray:
     """The ELA map used for features: (H, W) uint8. Grayscale: |Y - JPEG(Y)|; colour: the mean of the
     three channels' errors, rounded."""
     if color:
-        error = cv2.absdiff(image, jpeg_roundtrip(image, quality))
+        error = cv2.absdiff(image, jpeg_round_trip(image, quality, encoder=ELA_ENCODER))
         return cv2.transform(error, np.full((1, 3), 1.0 / 3.0))  # saturating round of the channel mean
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.absdiff(gray, jpeg_roundtrip(gray, quality))
+    return cv2.absdiff(gray, jpeg_round_trip(gray, quality, encoder=ELA_ENCODER))
 
 
 def ela_visual(image: np.ndarray, quality: int = 90) -> np.ndarray:
