@@ -16,6 +16,7 @@ from dflab.cli.data import _read_dataset
 from dflab.cli.lab import _print_summary, parse_detector_params
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import set_quiet
+from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.export import Backend, BackendOption
 
 
@@ -82,12 +83,14 @@ def evaluate_command(
     perturb: bool = typer.Option(False, "--perturb", help="Also re-score under JPEG 90/70/50, downscale x0.5, blur and noise."),
     workers: Optional[int] = WorkersOption,
     backend: Backend = BackendOption,
+    cluster: Optional[str] = ClusterOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Score a dataset with a model and write scores, metrics, plots and a report."""
     import datetime as dt
 
     from dflab import metrics as metrics_module
+    from dflab.inference.distributed import scorer_loader
     from dflab.lab.scoring import read_scores, score_manifest, skipped_files
     from dflab.report.document import write_report
 
@@ -96,8 +99,9 @@ def evaluate_command(
     _output_dir(out, "--out")
     scorer = load_scorer(model, detector, workers, Backend(backend).value)
     name = scorer.name
-    scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate", detector_name=name,
-                            split=split)
+    with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
+        scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate",
+                                detector_name=name, split=split, cluster=on_cluster)
     threshold = (getattr(scorer, "model_info_", {}) or {}).get("thresholds")
     result = metrics_module.evaluate_levels(scores[["video", "label", "score"]], thresholds=threshold,
                                             n_boot=n_boot, seed=seed)
