@@ -73,8 +73,10 @@ class _LoadOnWorker(WorkerPlugin):
 
     def setup(self, worker) -> None:
         from dflab.runtime.memory import keep_freed_memory
+        from dflab.runtime.progress import set_quiet
 
         keep_freed_memory()  # what the dflab command does in its own process (see runtime.memory)
+        set_quiet(True)  # the caller reports progress per chunk; workers' own bars would interleave on its terminal
         self.value = self.load()
 
 
