@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacePolicy, QuietOption, _existing, _output_dir,
                               faces_app, out_console)
 from dflab.runtime.progress import is_quiet, set_quiet
@@ -24,17 +25,21 @@ def faces_extract(
     size: int = typer.Option(256, min=16, max=4096, help="Output crop size in pixels."),
     square: bool = typer.Option(True, "--square/--no-square", help="Square crops."),
     policy: FacePolicy = typer.Option(FacePolicy.largest, help="largest: one face per frame; all: every face, with a track id."),
+    cluster: Optional[str] = ClusterOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Detect and crop faces; write a manifest row per crop and a status per source."""
+    from dflab.faces.distributed import face_detector_loader
     from dflab.faces.extraction import extract_faces, read_sources
 
     set_quiet(quiet)
     for source in sources:
         _existing(source, "input")
     out = _output_dir(out, "--out")
-    crops = extract_faces([str(s) for s in sources], out, n_frames=frames, detector=FaceDetectorName(face_detector).value,
-                          scale=scale, size=size, square=square, policy=FacePolicy(policy).value)
+    detector_name = FaceDetectorName(face_detector).value
+    with cluster_for(cluster, face_detector_loader(detector_name)) as on_cluster:
+        crops = extract_faces([str(s) for s in sources], out, n_frames=frames, detector=detector_name,
+                              scale=scale, size=size, square=square, policy=FacePolicy(policy).value, cluster=on_cluster)
     status = read_sources(out)
     table = Table(show_header=True, header_style="bold", box=None)
     for column in ("source", "status", "frames", "with face", "faces", "reason"):

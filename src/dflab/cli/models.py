@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
+from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.common import (ParamOption, QuietOption, WorkersOption, _command_line, _output_dir, _output_file, app,
                               out_console)
 from dflab.cli.data import _read_dataset
@@ -60,18 +61,21 @@ def evaluate_command(
     perturb: bool = typer.Option(False, "--perturb", help="Also re-score under JPEG 90/70/50, downscale x0.5, blur and noise."),
     workers: Optional[int] = WorkersOption,
     backend: Backend = BackendOption,
+    cluster: Optional[str] = ClusterOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Score a dataset with a model and write scores, metrics, plots and a report."""
     from dflab.data import select_split
+    from dflab.inference.distributed import scorer_loader
     from dflab.lab.single import evaluate_model
 
     set_quiet(quiet)
     manifest = select_split(_read_dataset(data_path, layout), split, data_path)
     _output_dir(out, "--out")
     scorer = load_scorer(model, detector, workers, Backend(backend).value)
-    report_metrics = evaluate_model(scorer, manifest, out, data_label=str(data_path), split=split,
-                                    model_label=str(model) if model else scorer.name, command=_command_line(),
-                                    n_boot=n_boot, seed=seed, perturb=perturb)
+    with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
+        report_metrics = evaluate_model(scorer, manifest, out, data_label=str(data_path), split=split,
+                                        model_label=str(model) if model else scorer.name, command=_command_line(),
+                                        n_boot=n_boot, seed=seed, perturb=perturb, cluster=on_cluster)
     _print_summary(report_metrics)
     out_console.print(escape(f"report: {(out / 'report.html').resolve()}"))

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from dflab.cli.common import (Aggregation, FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
                               WorkersOption, _existing, _output_dir, _output_file, app, out_console)
+from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.export import Backend, BackendOption
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import is_quiet, printable, set_quiet
@@ -39,6 +40,7 @@ def predict_command(
         None, "--heatmap", help="Write each explanation over the picture (photos) or over each frame's face (videos) here."),
     workers: Optional[int] = WorkersOption,
     backend: Backend = BackendOption,
+    cluster: Optional[str] = ClusterOption,
     quiet: bool = QuietOption,
 ) -> None:
     """P(fake) for each image or video: printed, and optionally written as CSV/JSON.
@@ -48,6 +50,7 @@ def predict_command(
     frame scores are aggregated into the video's P(fake)."""
     import pandas as pd
 
+    from dflab.inference.distributed import predict_on_cluster, scorer_loader
     from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, predict_in_chunks
     from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
@@ -69,13 +72,17 @@ def predict_command(
         face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap)
     # Each chunk's rows are printed and appended to the CSV as they come (memory stays flat however
     # many files); only --json, one document, gathers every chunk's details until the end.
+    # On a cluster the chunks come in the order they finish: the same rows, in another order.
     gathered = {"rows": [], "photos": [], "videos": []}
-    for number, result in enumerate(predict_in_chunks(scorer, files, options)):
-        table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
-        _write_predictions(table, result, csv, first=number == 0)
-        if json_out:
-            for key in gathered:
-                gathered[key] += result[key]
+    with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
+        chunks = predict_in_chunks(scorer, files, options) if on_cluster is None else \
+            predict_on_cluster(on_cluster, files, options)
+        for number, result in enumerate(chunks):
+            table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
+            _write_predictions(table, result, csv, first=number == 0)
+            if json_out:
+                for key in gathered:
+                    gathered[key] += result[key]
     if json_out:
         _write_json_predictions({**result, **gathered}, scorer.name, json_out)
     if len(files) == 1 and len(table) == 1 and table["verdict"].iloc[0] == "error":

@@ -14,8 +14,9 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import cv2
 import numpy as np
@@ -30,6 +31,9 @@ from dflab.media.images import ImageError, load_image
 from dflab.media.video import VideoError, sample_frames
 from dflab.runtime.files import sha256_file
 from dflab.runtime.progress import track, warn
+
+if TYPE_CHECKING:  # the cluster engine (dask) is imported only by runs that use one
+    from dflab.runtime.cluster import OnCluster
 
 #: Bumped when the crop layout changes, so older extractions are not reused.
 EXTRACTION_VERSION = 1
@@ -105,7 +109,8 @@ def _status_message(frames: int, with_face: int) -> tuple[str, str]:
 def extract_faces(sources, out_dir: str | os.PathLike, *, n_frames: int = 32,
                   detector: str | FaceDetector = "mtcnn", scale: float = 1.3, size: int = 256,
                   square: bool = True, policy: str = "largest", batch_size: int = 16,
-                  detector_options: dict | None = None, resume: bool = True) -> pd.DataFrame:
+                  detector_options: dict | None = None, resume: bool = True,
+                  cluster: OnCluster | None = None) -> pd.DataFrame:
     """Detect and crop faces from videos, images and folders into ``out_dir``.
 
     Writes ``out_dir/crops/<source>-<key>/*.png``, ``out_dir/faces.csv`` (one row per crop:
@@ -117,6 +122,8 @@ def extract_faces(sources, out_dir: str | os.PathLike, *, n_frames: int = 32,
     The cache key is the source's content hash plus every parameter that changes the crops; with
     ``resume`` a source whose folder holds a completed extraction under the same key is not redone.
     A bad file never stops the batch: it gets status ``error`` and its one-line reason.
+    ``cluster``: the sources are extracted in chunks on its workers (each with the face detector its
+    loader builds there, and ``out_dir`` readable and writable at the same path on every worker).
     """
     if policy not in ("largest", "all"):
         raise ValueError(f"unknown face policy {policy!r}; use 'largest' or 'all'")
@@ -131,10 +138,16 @@ def extract_faces(sources, out_dir: str | os.PathLike, *, n_frames: int = 32,
 
     rows: list[dict] = []
     statuses: list[dict] = []
-    for source in track(expand_sources(sources), "extracting faces"):
-        source_rows, status = _extract_one(source, out_dir, face_detector, settings_hash, n_frames=n_frames,
-                                           scale=scale, size=size, square=square, policy=policy,
-                                           batch_size=batch_size, resume=resume)
+    extract = partial(_extract_one, out_dir=out_dir, settings_hash=settings_hash, n_frames=n_frames, scale=scale,
+                      size=size, square=square, policy=policy, batch_size=batch_size, resume=resume)
+    expanded = expand_sources(sources)
+    if cluster is None:
+        extracted = (extract(source, face_detector=face_detector) for source in track(expanded, "extracting faces"))
+    else:
+        from dflab.faces.distributed import extract_on_cluster
+
+        extracted = extract_on_cluster(cluster, expanded, extract)
+    for source_rows, status in extracted:
         rows.extend(source_rows)
         statuses.append(status)
         if status["status"] != "ok" or status["frames_without_face"]:
@@ -158,7 +171,7 @@ def _frames_of(source: _Source, n_frames: int) -> list[tuple[int, float, np.ndar
     return [(0, 0.0, load_image(source.path))]
 
 
-def _extract_one(source: _Source, out_dir: Path, face_detector: FaceDetector, settings_hash: str, *,
+def _extract_one(source: _Source, *, out_dir: Path, face_detector: FaceDetector, settings_hash: str,
                  n_frames: int, scale: float, size: int, square: bool, policy: str, batch_size: int,
                  resume: bool) -> tuple[list[dict], dict]:
     status = {"source": str(source.path), "video": source.video, "kind": source.kind, "status": "error",

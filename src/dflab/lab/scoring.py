@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dflab.detectors import Detector
 from dflab.media.images import failure_reason
+
+if TYPE_CHECKING:  # the cluster engine (dask) is imported only by runs that use one
+    from dflab.runtime.cluster import OnCluster
 
 SCORE_COLUMNS = ["task", "detector", "dataset", "split", "path", "video", "label", "score", "error"]
 
@@ -19,25 +24,35 @@ SCORE_CHUNK = 512
 
 
 def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: Path, task: str,
-                   detector_name: str, split: str) -> pd.DataFrame:
+                   detector_name: str, split: str, cluster: OnCluster | None = None) -> pd.DataFrame:
     """Score every file of ``manifest`` not yet in ``scores_file`` (appending as it goes); return all rows
-    of this task × detector."""
+    of this task × detector. ``cluster``: the chunks are scored there (by the model its loader loads
+    on each worker), each appended as it finishes."""
     done = read_scores(scores_file)
     mine = done[(done["task"] == task) & (done["detector"] == detector_name)]
     todo = manifest[~manifest["path"].isin(set(mine["path"]))]
-    for start in range(0, len(todo), SCORE_CHUNK):
-        chunk = todo.iloc[start:start + SCORE_CHUNK]
-        scores = detector.predict_proba(chunk, on_error="nan")
-        rows = pd.DataFrame({
-            "task": task, "detector": detector_name, "dataset": chunk["dataset"].to_numpy(), "split": split,
-            "path": chunk["path"].to_numpy(), "video": chunk["video"].to_numpy(),
-            "label": chunk["label"].to_numpy(), "score": scores,
-            "error": [failure_reason(p) if np.isnan(s) else "" for p, s in zip(chunk["path"], scores)],
-        }, columns=SCORE_COLUMNS)
+    score = partial(score_rows, task=task, detector_name=detector_name, split=split)
+    # The same chunks on a cluster: a batch's shape decides how BLAS sums it, so other chunks would
+    # change scores in the last digit.
+    chunks = [todo.iloc[start:start + SCORE_CHUNK] for start in range(0, len(todo), SCORE_CHUNK)]
+    scored = (score(detector, chunk) for chunk in chunks) if cluster is None else \
+        (rows for _, rows in cluster.map(score, chunks))
+    for rows in scored:
         append_scores(scores_file, rows)
     everything = read_scores(scores_file)
     return everything[(everything["task"] == task) & (everything["detector"] == detector_name)
                       & everything["path"].isin(set(manifest["path"]))].reset_index(drop=True)
+
+
+def score_rows(detector: Detector, chunk: pd.DataFrame, *, task: str, detector_name: str, split: str) -> pd.DataFrame:
+    """The ``scores.csv`` rows of one chunk of the manifest."""
+    scores = detector.predict_proba(chunk, on_error="nan")
+    return pd.DataFrame({
+        "task": task, "detector": detector_name, "dataset": chunk["dataset"].to_numpy(), "split": split,
+        "path": chunk["path"].to_numpy(), "video": chunk["video"].to_numpy(),
+        "label": chunk["label"].to_numpy(), "score": scores,
+        "error": [failure_reason(p) if np.isnan(s) else "" for p, s in zip(chunk["path"], scores)],
+    }, columns=SCORE_COLUMNS)
 
 
 def read_scores(path: Path) -> pd.DataFrame:

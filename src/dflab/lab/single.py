@@ -34,15 +34,17 @@ def train_model(manifest: pd.DataFrame, detector: str, out: Path, *, trained_on:
 
 
 def evaluate_model(scorer: Detector, manifest: pd.DataFrame, out: Path, *, data_label: str, split: str,
-                   model_label: str, command: str, n_boot: int = 1000, seed: int = 0, perturb: bool = False) -> dict:
-    """Score ``manifest`` (resuming ``out/scores.csv``), measure every level at the model's own
+                   model_label: str, command: str, n_boot: int = 1000, seed: int = 0, perturb: bool = False,
+                   cluster=None) -> dict:
+    """Score ``manifest`` (resuming ``out/scores.csv``; on ``cluster``, a
+    :class:`~dflab.runtime.cluster.OnCluster`, when given), measure every level at the model's own
     thresholds (chosen on its validation data when it was trained), optionally under perturbations,
     and write ``metrics.json`` and the report into ``out``. Returns the metrics."""
     from dflab.report import write_report
 
     name = scorer.name
     scores = score_manifest(scorer, manifest, scores_file=out / "scores.csv", task="evaluate", detector_name=name,
-                            split=split)
+                            split=split, cluster=cluster)
     thresholds = (scorer.model_info_ or {}).get("thresholds")
     result = metrics.evaluate_levels(scores[["video", "label", "score"]], thresholds=thresholds, n_boot=n_boot,
                                      seed=seed)

@@ -56,6 +56,15 @@ def _weighted_auc_eer(
     return auc, eer_values, valid
 
 
+def _resample_weights(rng: np.random.Generator, rows: int, n_groups: int, sample_codes: np.ndarray) -> np.ndarray:
+    """(rows, n_samples) float weights of the next ``rows`` resamples: each sample weighs as many
+    times as its group was drawn (``sample_codes``: each sample's group code)."""
+    drawn = rng.integers(0, n_groups, size=(rows, n_groups))
+    offsets = np.arange(rows)[:, None] * n_groups
+    multiplicity = np.bincount((drawn + offsets).ravel(), minlength=rows * n_groups).reshape(rows, n_groups)
+    return multiplicity[:, sample_codes].astype(float)
+
+
 def bootstrap_ci(
     labels: Any,
     scores: Any,
@@ -97,25 +106,22 @@ def bootstrap_ci(
             raise MetricsError(f"groups contain {int((group_codes < 0).sum())} missing value(s)")
         n_groups = len(uniques)
 
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, n_groups, size=(n_boot, n_groups))
-    # multiplicity[b, g] = how many times group g was drawn in resample b
-    offsets = np.arange(n_boot)[:, None] * n_groups
-    multiplicity = np.bincount(
-        (drawn + offsets).ravel(), minlength=n_boot * n_groups
-    ).reshape(n_boot, n_groups)
-
     order = np.argsort(-score_array, kind="stable")
     sorted_scores = score_array[order]
     sorted_codes = group_codes[order]
     sorted_is_fake = label_int[order] == 1
     value_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
 
+    # The draws are made a chunk of resamples at a time, never as one (n_boot, n_groups) matrix
+    # (800 MB at 100k groups): the generator's stream is sequential, so successive row blocks are
+    # exactly the rows of the whole matrix and the intervals are the same for a seed.
+    rng = np.random.default_rng(seed)
     chunk = max(1, _BOOT_CHUNK_ELEMENTS // n_samples)
     auc_parts, eer_parts, valid_parts = [], [], []
     for start in range(0, n_boot, chunk):
-        weights = multiplicity[start : start + chunk][:, sorted_codes].astype(float)
+        weights = _resample_weights(rng, min(chunk, n_boot - start), n_groups, sorted_codes)
         auc_chunk, eer_chunk, valid_chunk = _weighted_auc_eer(weights, sorted_is_fake, value_starts)
+        del weights  # before the next chunk's draw, so that one chunk's arrays are alive at a time
         auc_parts.append(auc_chunk)
         eer_parts.append(eer_chunk)
         valid_parts.append(valid_chunk)
