@@ -30,6 +30,7 @@ FAST = {
     "SiameseDetector": dict(epochs=1, contrastive_epochs=1, input_size=64, batch_size=8, pairs_per_epoch=16,
                             pretrained=False, warmup_epochs=0),
     "BlockDCTDetector": dict(max_train_blocks=2000),
+    "ELACNNDetector": dict(epochs=1, input_size=64, batch_size=8, pretrained=False, warmup_epochs=0),
 }
 #: Runtime settings: how to run here, not what is computed.
 RUNTIME = {"workers": 1}

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 # Each command module registers its commands on ``app`` when imported.
-from dflab.cli import data, detectors, faces, lab, models, predict, weights  # noqa: F401
+from dflab.cli import data, detectors, faces, inspect, lab, models, predict, weights  # noqa: F401
 from dflab.cli.common import UserError, app, err_console
 from dflab.cli.export import export_command
 from dflab.cli.serve import serve_command

@@ -9,11 +9,11 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.common import (Aggregation, FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
                               WorkersOption, _existing, _output_dir, _output_file, app, out_console)
-from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.export import Backend, BackendOption
-from dflab.inference.models import load_scorer
+from dflab.inference.models import identity_scorer, load_scorer
 from dflab.runtime.progress import is_quiet, printable, set_quiet
 
 
@@ -38,6 +38,9 @@ def predict_command(
     face_detector: FaceDetectorName = FaceDetectorOption,
     heatmap: Optional[Path] = typer.Option(
         None, "--heatmap", help="Write each explanation over the picture (photos) or over each frame's face (videos) here."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="A folder of images of one person: score how strongly each face matches that "
+                                  "identity (identity-reference; a --model of it keeps its calibration)."),
     workers: Optional[int] = WorkersOption,
     backend: Backend = BackendOption,
     cluster: Optional[str] = ClusterOption,
@@ -66,7 +69,8 @@ def predict_command(
                             f"({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
     else:
         files = [target]
-    scorer = load_scorer(model, detector, workers, Backend(backend).value)
+    scorer = load_scorer(model, detector, workers, Backend(backend).value) if reference is None \
+        else identity_scorer(model, detector, reference)
     options = PredictOptions(
         threshold=threshold, faces=FacesMode(faces).value, frames=frames, aggregation=Aggregation(aggregation).value,
         face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap)

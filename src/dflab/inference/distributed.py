@@ -7,8 +7,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
-from dflab.inference.models import load_scorer
 from dflab.inference import predict
+from dflab.inference.models import load_scorer
 from dflab.inference.predict import PredictOptions, predict_files
 
 if TYPE_CHECKING:  # dask itself is imported by the caller that starts the cluster

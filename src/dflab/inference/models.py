@@ -37,6 +37,22 @@ def load_scorer(model: Optional[Path], detector: Optional[str], workers: Optiona
     return with_backend(built, backend)
 
 
+def identity_scorer(model: Optional[Path], detector: Optional[str], reference: Path):
+    """An identity-reference detector (a trained ``model``, else ``detector``, else identity-reference)
+    whose reference identity is the images of the folder ``reference``."""
+    from dflab.detectors import create, load_detector
+    from dflab.detectors.handcrafted.identity_reference import IdentityReferenceDetector, reference_images
+
+    if model is not None and not Path(model).exists():
+        raise ModelChoiceError(f"{model}: model not found")
+    if not Path(reference).is_dir():
+        raise ModelChoiceError(f"{reference}: --reference folder not found")
+    scorer = load_detector(model) if model else create(detector or "identity-reference")
+    if not isinstance(scorer, IdentityReferenceDetector):
+        raise ModelChoiceError(f"--reference needs an identity-reference detector, not {scorer.name}")
+    return scorer.set_references(reference_images(reference))
+
+
 def with_backend(scorer, backend: str):
     """``scorer`` set to run its network with ``backend``; only the CNN detectors have a choice."""
     if backend not in BACKENDS:

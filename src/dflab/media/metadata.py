@@ -1,0 +1,453 @@
+"""Metadata inspection of an image or video file, as a forensic analyst reads it (``dflab inspect``).
+
+For images (Pillow):
+
+* EXIF fields that matter (camera make/model, software, dates, orientation), XMP (creator tool, dates,
+  the editing history's software agents), PNG text chunks, an ICC profile;
+* the EXIF thumbnail: present or not, and whether it still shows the picture (an edited picture often
+  keeps the camera's thumbnail of the original): the picture is shrunk to the thumbnail's size and
+  compared (PSNR of the grey levels; a match is >= :data:`THUMBNAIL_MATCH_PSNR` dB);
+* JPEG quantisation tables, the quality they correspond to on the IJG (libjpeg) scale (the quality
+  whose scaled Annex K tables are closest), and whether they are exactly IJG's tables at that quality
+  (libjpeg, libjpeg-turbo, Pillow, OpenCV, most web tools), or an encoder's own (cameras, Photoshop);
+* double JPEG compression: a picture compressed twice with different tables has periodic peaks and
+  gaps in the histograms of its quantised DCT coefficients (Lukáš & Fridrich 2003; Popescu & Farid
+  2004). :func:`double_compression` measures that periodicity per low-frequency coefficient.
+
+For videos (PyAV): container format, codec, profile, pixel format, frame rate, size, rotation, bit
+rate, duration, the encoder tags (``encoder``, ``handler_name``, ``creation_time``, ...).
+
+For both: C2PA content credentials, read and verified with ``c2pa-python`` ("none" when absent).
+
+:func:`metadata_vector` turns an inspection into numbers (:data:`FEATURE_NAMES`) for the
+``metadata-gb`` detector.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from dflab.media.images import MAX_PIXELS, ImageError
+
+#: Thumbnail PSNR (dB, grey levels) at or above which the thumbnail is the picture shrunk.
+THUMBNAIL_MATCH_PSNR = 25.0
+#: Median periodicity score above which double JPEG compression is reported (see :func:`double_compression`;
+#: single compressions of real faces score 0.2-0.8, double ones 2-6).
+DOUBLE_JPEG_THRESHOLD = 1.5
+#: Quantised coefficient magnitudes 1..DCT_HISTOGRAM_BINS make up each histogram.
+DCT_HISTOGRAM_BINS = 20
+#: The low-frequency DCT coefficients (row, column) tested for double compression.
+DCT_FREQUENCIES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 1), (1, 2))
+#: Fewer non-zero coefficients than this in a histogram say nothing about its shape.
+MIN_COEFFICIENTS = 100
+
+#: IJG (libjpeg) Annex K base tables, natural (row-major) order.
+IJG_LUMINANCE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+IJG_CHROMINANCE = np.array([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32)])
+
+_EXIF_FIELDS = {"Make": 271, "Model": 272, "Software": 305, "DateTime": 306, "Orientation": 274, "Artist": 315}
+_EXIF_IFD_FIELDS = {"DateTimeOriginal": 36867, "DateTimeDigitized": 36868, "LensModel": 42036,
+                    "BodySerialNumber": 42033}
+_XMP_FIELDS = ("xmp:CreatorTool", "xmp:CreateDate", "xmp:ModifyDate", "photoshop:DateCreated")
+_VIDEO_TAGS = ("encoder", "handler_name", "creation_time", "major_brand", "compatible_brands", "com.apple.quicktime.make",
+               "com.apple.quicktime.model", "com.apple.quicktime.software", "location")
+
+
+class InspectionError(ImageError):
+    """A file that cannot be inspected: ``<path>: <reason>`` (an :class:`ImageError`, so detectors
+    built on inspections skip it like any unusable image)."""
+
+
+# -- JPEG quantisation ----------------------------------------------------------------------------
+
+def ijg_table(base: np.ndarray, quality: int) -> np.ndarray:
+    """libjpeg's ``jpeg_set_quality`` scaling of a base table (baseline: entries clamped to 1..255)."""
+    quality = min(100, max(1, int(quality)))
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((base * scale + 50) // 100, 1, 255)
+
+
+def quality_estimate(luminance: np.ndarray, chrominance: np.ndarray | None = None) -> dict[str, Any]:
+    """The IJG quality whose tables are closest (mean absolute difference over every table given)
+    and whether they are IJG's tables exactly."""
+    observed = [np.asarray(luminance).ravel()]
+    bases = [IJG_LUMINANCE]
+    if chrominance is not None:
+        observed.append(np.asarray(chrominance).ravel())
+        bases.append(IJG_CHROMINANCE)
+    errors = []
+    for quality in range(1, 101):
+        errors.append(float(np.mean([np.abs(o - ijg_table(b, quality)).mean() for o, b in zip(observed, bases)])))
+    best = int(np.argmin(errors)) + 1
+    exact = errors[best - 1] == 0.0
+    return {"estimated_quality": best, "ijg_exact": exact, "fit_error": round(errors[best - 1], 3),
+            "encoder": f"IJG/libjpeg standard tables at quality {best}" if exact
+            else f"not IJG's tables (closest IJG quality {best}, mean difference {errors[best - 1]:.1f})"}
+
+
+def _dct_matrix() -> np.ndarray:
+    k = np.arange(8)
+    matrix = np.sqrt(2 / 8) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / 16)
+    matrix[0] /= np.sqrt(2)
+    return matrix
+
+
+_DCT = _dct_matrix()
+
+
+def quantised_luma_coefficients(luma: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The JPEG's quantised luminance DCT coefficients recovered from its decoded Y plane: the 8x8
+    block DCT (on the JPEG grid, level-shifted by 128) divided by the table and rounded. (N, 8, 8)."""
+    height, width = (luma.shape[0] // 8) * 8, (luma.shape[1] // 8) * 8
+    blocks = luma[:height, :width].astype(np.float64).reshape(height // 8, 8, width // 8, 8).transpose(0, 2, 1, 3)
+    coefficients = np.einsum("ij,abjk,lk->abil", _DCT, blocks - 128.0, _DCT)
+    return np.rint(coefficients / np.asarray(table, np.float64).reshape(8, 8)).reshape(-1, 8, 8)
+
+
+def histogram_periodicity(values: np.ndarray, bins: int = DCT_HISTOGRAM_BINS) -> float | None:
+    """How periodic the histogram of |values| over 1..bins is, or None with too few values.
+
+    The histogram is divided by its own 5-bin moving average (the smooth Laplacian-like decay of
+    natural images goes, the peaks and gaps of double quantisation stay), and the strongest Fourier
+    component of period <= bins / 2 is returned, scaled by 1/sqrt(bins)."""
+    magnitudes = np.abs(np.asarray(values)).astype(np.int64)
+    magnitudes = magnitudes[(magnitudes > 0) & (magnitudes <= bins)]
+    if len(magnitudes) < MIN_COEFFICIENTS:
+        return None
+    histogram = np.bincount(magnitudes, minlength=bins + 1)[1:].astype(np.float64)
+    envelope = np.convolve(np.pad(histogram, 2, mode="edge"), np.ones(5) / 5, mode="valid")
+    relative = histogram / np.maximum(envelope, 1e-9) - 1.0
+    spectrum = np.abs(np.fft.rfft(relative))[2:]
+    return float(spectrum.max() / math.sqrt(bins))
+
+
+def double_compression(luma: np.ndarray, table: np.ndarray) -> dict[str, Any]:
+    """The double-JPEG test on a decoded Y plane and its luminance table: the median periodicity over
+    :data:`DCT_FREQUENCIES` (coefficients quantised with a step of 1 carry no trace and are skipped)."""
+    coefficients = quantised_luma_coefficients(luma, table)
+    table = np.asarray(table).reshape(8, 8)
+    scores = {}
+    for row, column in DCT_FREQUENCIES:
+        if table[row, column] < 2:
+            continue
+        score = histogram_periodicity(coefficients[:, row, column])
+        if score is not None:
+            scores[f"{row},{column}"] = round(score, 3)
+    if not scores:
+        return {"score": None, "suspected": None, "frequencies": {}, "reason": "too few non-zero coefficients"}
+    median = float(np.median(list(scores.values())))
+    return {"score": round(median, 3), "suspected": median > DOUBLE_JPEG_THRESHOLD, "frequencies": scores}
+
+
+# -- EXIF, XMP, thumbnail -------------------------------------------------------------------------
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value.strip("\x00 ").strip()[:200]
+    if isinstance(value, (int, float)):
+        return value
+    return str(value)[:200]
+
+
+def _exif_fields(exif: Image.Exif) -> dict[str, Any]:
+    fields = {name: _text(exif[tag]) for name, tag in _EXIF_FIELDS.items() if tag in exif}
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    fields.update({name: _text(sub[tag]) for name, tag in _EXIF_IFD_FIELDS.items() if tag in sub})
+    if exif.get_ifd(ExifTags.IFD.GPSInfo):
+        fields["GPS"] = "present"
+    return fields
+
+
+def _thumbnail(img: Image.Image, exif: Image.Exif) -> dict[str, Any]:
+    """The EXIF IFD1 thumbnail (JPEGInterchangeFormat offset/length, relative to the TIFF header in
+    the APP1 payload) and how well it matches the picture."""
+    ifd1 = exif.get_ifd(ExifTags.IFD.IFD1)
+    offset, length = ifd1.get(0x201), ifd1.get(0x202)
+    raw = img.info.get("exif", b"")
+    if offset is None or not length or not raw:
+        return {"present": False}
+    tiff = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
+    data = tiff[int(offset):int(offset) + int(length)]
+    try:
+        with Image.open(io.BytesIO(data)) as thumb:
+            thumb_grey = np.asarray(thumb.convert("L"), dtype=np.float64)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return {"present": True, "decodable": False, "matches": False}
+    result: dict[str, Any] = {"present": True, "decodable": True, "size": [thumb_grey.shape[1], thumb_grey.shape[0]]}
+    width, height = img.size
+    thumb_aspect, aspect = thumb_grey.shape[1] / thumb_grey.shape[0], width / height
+    if abs(math.log(thumb_aspect / aspect)) > 0.05:
+        return {**result, "matches": False, "reason": "aspect ratio differs from the picture's"}
+    thumb_size = (thumb_grey.shape[1], thumb_grey.shape[0])
+    shrunk = np.asarray(img.convert("L").resize(thumb_size, Image.Resampling.BOX), dtype=np.float64)
+    mse = float(np.mean((shrunk - thumb_grey) ** 2))
+    psnr = 99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return {**result, "psnr_db": round(psnr, 1), "matches": psnr >= THUMBNAIL_MATCH_PSNR}
+
+
+def _xmp_fields(img: Image.Image) -> dict[str, Any]:
+    raw = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp")
+    if not raw:
+        return {}
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    fields: dict[str, Any] = {"present": True}
+    for key in _XMP_FIELDS:
+        # XMP writes simple properties either as attributes or as elements.
+        match = re.search(rf'{re.escape(key)}\s*=\s*"([^"]*)"|<{re.escape(key)}>([^<]*)<', text)
+        if match:
+            fields[key] = _text(match.group(1) if match.group(1) is not None else match.group(2))
+    agents = sorted(set(re.findall(r'stEvt:softwareAgent\s*=\s*"([^"]*)"|<stEvt:softwareAgent>([^<]*)<', text)))
+    agents = sorted({a or b for a, b in agents})
+    if agents:
+        fields["history_software"] = agents[:10]
+    return fields
+
+
+def inspect_image(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise InspectionError(path, f"image too large ({width}x{height} > {MAX_PIXELS} pixels)")
+                img.load()
+                return _image_report(img, data)
+    except InspectionError:
+        raise
+    except UnidentifiedImageError:
+        raise InspectionError(path, "not an image or video (format not recognised)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise InspectionError(path, f"refused as a possible decompression bomb ({err})") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InspectionError(path, f"cannot decode image ({str(err).strip() or type(err).__name__})") from None
+
+
+def _image_report(img: Image.Image, data: bytes) -> dict[str, Any]:
+    exif = img.getexif()
+    report: dict[str, Any] = {"kind": "image", "format": img.format or "", "mode": img.mode,
+                              "width": img.size[0], "height": img.size[1],
+                              "exif": _exif_fields(exif), "thumbnail": _thumbnail(img, exif),
+                              "xmp": _xmp_fields(img), "icc_profile": bool(img.info.get("icc_profile"))}
+    if img.format == "PNG":
+        report["png_text"] = {str(k): _text(v) for k, v in img.info.items()
+                              if isinstance(v, str) and k not in ("XML:com.adobe.xmp",)}
+    if img.format == "JPEG" and getattr(img, "quantization", None):
+        tables = {int(k): np.asarray(v, dtype=np.int64) for k, v in img.quantization.items()}
+        luminance, chrominance = tables.get(0), tables.get(1)
+        jpeg: dict[str, Any] = {"tables": len(tables), "progressive": bool(img.info.get("progressive")),
+                                "subsampling": _subsampling(img),
+                                "luminance_table": luminance.tolist() if luminance is not None else None,
+                                **quality_estimate(luminance, chrominance)}
+        luma = _decoded_luma(data)
+        jpeg["double_compression"] = double_compression(luma, luminance)
+        report["jpeg"] = jpeg
+    return report
+
+
+def _subsampling(img: Image.Image) -> str:
+    from PIL import JpegImagePlugin
+
+    return {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(JpegImagePlugin.get_sampling(img), "other")
+
+
+def _decoded_luma(data: bytes) -> np.ndarray:
+    """The JPEG's decoded Y plane: the decoder is asked for YCbCr (``draft``), so no round trip
+    through RGB adds its rounding to the coefficients."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("YCbCr", img.size)
+        # CMYK/YCCK JPEGs are decoded to CMYK whatever the draft: their luminance goes through RGB.
+        pixels = np.asarray(img if img.mode in ("L", "YCbCr") else img.convert("YCbCr"))
+    return pixels if pixels.ndim == 2 else pixels[:, :, 0]
+
+
+def inspect_video(path: Path) -> dict[str, Any]:
+    import av
+
+    from dflab.media.video import VideoError, probe
+
+    try:
+        info = probe(path)
+    except VideoError as err:
+        raise InspectionError(path, err.reason) from None
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        # The container's tags name the muxer (``encoder=Lavf...``), the stream's the codec library.
+        tags = {k.lower(): v for k, v in (container.metadata or {}).items()}
+        tags.update({f"stream {k.lower()}": v for k, v in (stream.metadata or {}).items()
+                     if tags.get(k.lower()) != v})
+        report = {"kind": "video", "format": container.format.name, "codec": info.codec,
+                  "profile": context.profile or "", "pixel_format": context.pix_fmt or "",
+                  "width": info.width, "height": info.height, "fps": round(info.fps, 3), "rotation": info.rotation,
+                  "frames": info.frames, "duration_s": round(info.duration, 3),
+                  "bit_rate": int(container.bit_rate or 0),
+                  "audio": bool(container.streams.audio),
+                  "tags": {key: _text(value) for key, value in tags.items()
+                           if key.removeprefix("stream ") in _VIDEO_TAGS}}
+    return report
+
+
+# -- C2PA -----------------------------------------------------------------------------------------
+
+def content_credentials(path: Path) -> dict[str, Any]:
+    """C2PA content credentials read and validated by c2pa-python: ``status`` is "none", "valid" (well
+    formed, signature and hashes check; ``validation_failures`` then still lists e.g.
+    ``signingCredential.untrusted`` for a signer on no trust list), "trusted", "invalid" (the manifest
+    fails validation: edited after signing, damaged), "unsupported" (a format C2PA does not cover) or
+    "error"."""
+    try:
+        import c2pa
+    except ImportError:
+        return {"status": "error", "reason": "c2pa-python is not installed (pip install c2pa-python)"}
+    try:
+        reader = c2pa.Reader.try_create(str(path))
+    except c2pa.C2paError.NotSupported:
+        return {"status": "unsupported"}
+    except c2pa.C2paError as err:
+        return {"status": "invalid", "reason": str(err).splitlines()[0][:200]}
+    if reader is None:
+        return {"status": "none"}
+    with reader:
+        store = json.loads(reader.json())
+        state = (reader.get_validation_state() or "").lower()
+        failures = [item.get("code", "") for item in store.get("validation_status", []) or []]
+    manifest = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
+    signature = manifest.get("signature_info", {}) or {}
+    return {"status": state if state in ("valid", "trusted", "invalid") else "invalid" if failures else "valid",
+            "claim_generator": _text(manifest.get("claim_generator", "")
+                                     or (manifest.get("claim_generator_info") or [{}])[0].get("name", "")),
+            "title": _text(manifest.get("title", "")), "issuer": _text(signature.get("issuer", "")),
+            "signed": _text(signature.get("time", "")), "validation_failures": failures[:10]}
+
+
+# -- entry points ---------------------------------------------------------------------------------
+
+def inspect_file(path: str | Path, *, c2pa: bool = True) -> dict[str, Any]:
+    """Everything this module reads about one file (JSON-ready). Raises :class:`InspectionError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InspectionError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InspectionError(path, "is a folder, not a file") from None
+    except OSError as err:
+        raise InspectionError(path, f"cannot read file ({err.strerror or err})") from None
+    if not data:
+        raise InspectionError(path, "empty file")
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        report = inspect_video(path)
+    else:
+        report = inspect_image(path, data)
+    report = {"path": str(path), "file_bytes": len(data), **report}
+    if c2pa:
+        report["c2pa"] = content_credentials(path)
+    return report
+
+
+#: The numbers of :func:`metadata_vector`, in order; -1 where a field does not apply.
+FEATURE_NAMES = (
+    "is_jpeg", "is_png", "bits_per_pixel", "width", "height", "exif_fields", "has_camera", "has_software",
+    "has_date", "has_thumbnail", "thumbnail_matches", "has_xmp", "has_icc", "jpeg_quality", "jpeg_ijg_exact",
+    "jpeg_fit_error", "jpeg_mean_luma_step", "jpeg_progressive", "jpeg_chroma_subsampled", "double_jpeg_score",
+    "c2pa_present")
+
+
+def metadata_vector(report: dict[str, Any]) -> np.ndarray:
+    """An image inspection as the numbers of :data:`FEATURE_NAMES` (float64)."""
+    exif, jpeg = report.get("exif", {}), report.get("jpeg")
+    thumbnail = report.get("thumbnail", {})
+    width, height = report.get("width", 0), report.get("height", 0)
+    double = (jpeg or {}).get("double_compression", {}).get("score")
+    values = {
+        "is_jpeg": report.get("format") == "JPEG", "is_png": report.get("format") == "PNG",
+        "bits_per_pixel": 8.0 * report["file_bytes"] / max(1, width * height), "width": width, "height": height,
+        "exif_fields": len(exif), "has_camera": "Make" in exif or "Model" in exif, "has_software": "Software" in exif,
+        "has_date": any(k in exif for k in ("DateTime", "DateTimeOriginal")),
+        "has_thumbnail": thumbnail.get("present", False),
+        "thumbnail_matches": -1 if not thumbnail.get("present") else bool(thumbnail.get("matches")),
+        "has_xmp": bool(report.get("xmp")), "has_icc": report.get("icc_profile", False),
+        "jpeg_quality": jpeg["estimated_quality"] if jpeg else -1,
+        "jpeg_ijg_exact": jpeg["ijg_exact"] if jpeg else -1, "jpeg_fit_error": jpeg["fit_error"] if jpeg else -1,
+        "jpeg_mean_luma_step": float(np.mean(jpeg["luminance_table"])) if jpeg else -1,
+        "jpeg_progressive": jpeg["progressive"] if jpeg else -1,
+        "jpeg_chroma_subsampled": (jpeg["subsampling"] != "4:4:4") if jpeg else -1,
+        "double_jpeg_score": double if double is not None else -1,
+        "c2pa_present": report.get("c2pa", {}).get("status", "none") not in ("none", "unsupported"),
+    }
+    return np.array([float(values[name]) for name in FEATURE_NAMES])
+
+
+def inspect_target(target: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Inspect a file, or every image/video file under a folder: (reports, one-line errors of the
+    files that could not be inspected). A single file that fails raises :class:`InspectionError`."""
+    target = Path(target)
+    if not target.is_dir():
+        return [inspect_file(target)], []
+    media = set(IMAGE_EXTENSIONS) | set(VIDEO_EXTENSIONS)
+    reports, errors = [], []
+    for path in sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in media):
+        try:
+            reports.append(inspect_file(path))
+        except InspectionError as err:
+            errors.append(str(err))
+    return reports, errors
+
+
+def summary_fields(report: dict[str, Any]) -> dict[str, str]:
+    """The facts of one inspection an analyst reads first, as short texts (the table of ``dflab inspect``)."""
+    fields = {"kind": f"{report['kind']} ({report['format']})", "size": f"{report['width']}x{report['height']}",
+              "bytes": str(report["file_bytes"])}
+    if report["kind"] == "video":
+        fields.update({"codec": f"{report['codec']} {report['profile']} {report['pixel_format']}".strip(),
+                       "frame rate": f"{report['fps']:g} fps", "rotation": f"{report['rotation']} deg",
+                       "frames": f"{report['frames']} ({report['duration_s']:g} s)",
+                       "encoder tags": ", ".join(f"{k}={v}" for k, v in report["tags"].items()) or "none"})
+    else:
+        exif = report["exif"]
+        camera = " ".join(str(exif[k]) for k in ("Make", "Model") if k in exif)
+        fields.update({"camera": camera or "none", "software": str(exif.get("Software", "none")),
+                       "dates": ", ".join(f"{k}={exif[k]}" for k in ("DateTimeOriginal", "DateTime") if k in exif)
+                       or "none"})
+        xmp = report["xmp"]
+        if xmp:
+            fields["xmp"] = ", ".join(f"{k}={v}" for k, v in xmp.items() if k != "present") or "present"
+        thumbnail = report["thumbnail"]
+        if not thumbnail["present"]:
+            fields["thumbnail"] = "none"
+        elif thumbnail.get("matches"):
+            fields["thumbnail"] = f"matches the picture (PSNR {thumbnail['psnr_db']} dB)"
+        else:
+            why = thumbnail.get("reason") or (f"PSNR {thumbnail['psnr_db']} dB" if "psnr_db" in thumbnail
+                                              else "undecodable")
+            fields["thumbnail"] = f"does NOT match the picture ({why})"
+        jpeg = report.get("jpeg")
+        if jpeg:
+            fields["JPEG tables"] = f"{jpeg['encoder']}; {jpeg['subsampling']}" + (", progressive" if jpeg["progressive"] else "")
+            double = jpeg["double_compression"]
+            fields["double JPEG"] = ("not testable (" + double["reason"] + ")" if double["score"] is None else
+                                     f"{'SUSPECTED' if double['suspected'] else 'no sign'} (periodicity {double['score']:.2f}, "
+                                     f"threshold {DOUBLE_JPEG_THRESHOLD})")
+    credentials = report.get("c2pa", {"status": "not read"})
+    fields["C2PA"] = credentials["status"] + "".join(
+        f", {k} {credentials[k]}" for k in ("claim_generator", "issuer", "reason") if credentials.get(k)) + (
+        f", failures: {', '.join(credentials['validation_failures'])}" if credentials.get("validation_failures") else "")
+    return fields
