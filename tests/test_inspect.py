@@ -17,10 +17,9 @@ from scipy.fft import dctn
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.media.metadata import (
-    DOUBLE_JPEG_THRESHOLD, FEATURE_NAMES, InspectionError, histogram_periodicity, ijg_table, IJG_CHROMINANCE,
-    IJG_LUMINANCE, inspect_file, metadata_vector, quality_estimate, quantised_luma_coefficients,
-)
+from dflab.media.jpeg_forensics import (DOUBLE_JPEG_THRESHOLD, IJG_CHROMINANCE, IJG_LUMINANCE, histogram_periodicity,
+                                        ijg_table, quality_estimate, quantised_luma_coefficients)
+from dflab.media.metadata import FEATURE_NAMES, InspectionError, inspect_file, metadata_vector
 
 from .conftest import require_shared
 from .test_video import make_video
