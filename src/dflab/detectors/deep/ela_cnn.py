@@ -21,6 +21,7 @@ error level is high *and* the network looked.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -94,35 +95,31 @@ class SmallELANet(nn.Module):
         return self.head(self.features(x))
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("ela-cnn", family="deep", description="ELA image (grey, JPEG q90, x32) -> small CNN trained from scratch",
           arch="small", input_size=128, epochs=12, lr=2e-3, patience=4)
 @register("ela-cnn-lite0", family="deep",
           description="ELA image (grey, JPEG q90, x32) -> EfficientNet-Lite0 from ImageNet weights, fine-tuned",
           arch="efficientnet-lite0", input_size=128, epochs=4, lr=3e-4, patience=2)
 class ELACNNDetector(TorchDetector):
-    def __init__(self, arch: str = "small", input_size: int = 128, ela_quality: int = 90, ela_color: bool = False,
-                 ela_gain: float = 32.0, width: int = 32, epochs: int = 12, batch_size: int = 32, lr: float = 2e-3,
-                 weight_decay: float = 1e-2, warmup_epochs: float = 0.5, augment: bool = True, pretrained: bool = True,
-                 patience: int = 4, seed: int = 0, device: str = "auto", workers: int | None = 0,
-                 checkpoint_dir: str | None = None):
-        self.arch = arch
-        self.input_size = input_size
-        self.ela_quality = ela_quality
-        self.ela_color = ela_color
-        self.ela_gain = ela_gain
-        self.width = width
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.augment = augment
-        self.pretrained = pretrained
-        self.patience = patience
-        self.seed = seed
-        self.device = device
-        self.workers = workers
-        self.checkpoint_dir = checkpoint_dir
+    arch: str = "small"
+    input_size: int = 128
+    ela_quality: int = 90
+    ela_color: bool = False
+    ela_gain: float = 32.0
+    width: int = 32
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.002
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    augment: bool = True
+    pretrained: bool = True
+    patience: int = 4
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = 0
+    checkpoint_dir: str | None = None
 
     # The small network sees ELA levels scaled to [0, 1]; Lite0 the ImageNet statistics it was trained with.
     @property

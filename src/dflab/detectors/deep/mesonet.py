@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,7 @@ def find_published_weights(filename: str) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("meso4", family="deep", description="Meso4 (Afchar et al. 2018) trained from scratch, 256x256 in [0,1]",
           arch="meso4")
 @register("mesoinception4", family="deep", description="MesoInception4 (Afchar et al. 2018) trained from scratch",
@@ -188,25 +190,21 @@ class MesoNetDetector(TorchDetector):
 
     mean, std = UNIT_SCALE
 
-    def __init__(self, arch: str = "meso4", input_size: int = 256, epochs: int = 10, batch_size: int = 32,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: float = 0.5, augment: bool = True,
-                 weights: str | None = None, hidden_activation: str = "leaky_relu", patience: int = 3,
-                 seed: int = 0, device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None):
-        self.arch = arch
-        self.input_size = input_size
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.augment = augment
-        self.weights = weights
-        self.hidden_activation = hidden_activation
-        self.patience = patience
-        self.seed = seed
-        self.device = device
-        self.workers = workers
-        self.checkpoint_dir = checkpoint_dir
+    arch: str = "meso4"
+    input_size: int = 256
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    warmup_epochs: float = 0.5
+    augment: bool = True
+    weights: str | None = None
+    hidden_activation: str = "leaky_relu"
+    patience: int = 3
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = 0
+    checkpoint_dir: str | None = None
 
     @property
     def pretrained(self) -> bool:

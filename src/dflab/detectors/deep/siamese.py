@@ -23,6 +23,7 @@ Stage 2, ``head``:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,7 @@ def pair_accuracy(distances: np.ndarray, similar: np.ndarray, threshold: float) 
     return float(np.mean((np.asarray(distances) < threshold) == (np.asarray(similar) > 0.5)))
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("siamese", family="deep",
           description="Siamese EfficientNet-Lite0 -> 48-d embedding (contrastive loss on real/own-fake and "
                       "same-class pairs), then an MLP on the frozen embeddings",
@@ -104,33 +106,27 @@ class SiameseDetector(TorchDetector):
     ``contrastive_epochs`` the metric-learning epochs; ``pairs_per_epoch`` 0 means as many pairs as
     training images."""
 
-    def __init__(self, arch: str = "efficientnet-lite0", head: str = "mlp", input_size: int = 224,
-                 embedding_dim: int = 48, margin: float = 1.0, contrastive_epochs: int = 3,
-                 pairs_per_epoch: int = 0, epochs: int = 2, batch_size: int = 32, lr: float = 3e-4,
-                 finetune_lr: float = 1e-4, weight_decay: float = 1e-2, warmup_epochs: float = 0.5,
-                 augment: bool = True, pretrained: bool = True, mlp_hidden: int = 32, patience: int = 2,
-                 seed: int = 0, device: str = "auto", workers: int | None = 0, checkpoint_dir: str | None = None):
-        self.arch = arch
-        self.head = head
-        self.input_size = input_size
-        self.embedding_dim = embedding_dim
-        self.margin = margin
-        self.contrastive_epochs = contrastive_epochs
-        self.pairs_per_epoch = pairs_per_epoch
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.finetune_lr = finetune_lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.augment = augment
-        self.pretrained = pretrained
-        self.mlp_hidden = mlp_hidden
-        self.patience = patience
-        self.seed = seed
-        self.device = device
-        self.workers = workers
-        self.checkpoint_dir = checkpoint_dir
+    arch: str = "efficientnet-lite0"
+    head: str = "mlp"
+    input_size: int = 224
+    embedding_dim: int = 48
+    margin: float = 1.0
+    contrastive_epochs: int = 3
+    pairs_per_epoch: int = 0
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.0003
+    finetune_lr: float = 0.0001
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    augment: bool = True
+    pretrained: bool = True
+    mlp_hidden: int = 32
+    patience: int = 2
+    seed: int = 0
+    device: str = "auto"
+    workers: int | None = 0
+    checkpoint_dir: str | None = None
 
     # -- network --------------------------------------------------------------------------------
     def build_model(self, *, pretrained: bool) -> SiameseNet:

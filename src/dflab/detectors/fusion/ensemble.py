@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,6 +61,7 @@ def _describe(spec: Any) -> Any:
     return spec
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("ensemble", family="fusion",
           description="Fusion of trained detectors: mean probability, mean logit or logistic stacking "
                       "fitted on development data; optional Platt/isotonic calibration")
@@ -80,17 +82,14 @@ def _describe(spec: Any) -> Any:
                    {"detector": "ela-gb"}, {"detector": "block-dct"}),
           method="stacking")
 class EnsembleDetector(Detector):
-    def __init__(self, members: Sequence[Any] = (), method: str = "mean_prob", calibration: str | None = None,
-                 stacking_c: float = 1.0, seed: int = 0, workers: int | None = None, cache_dir: str | None = None,
-                 device: str | None = None):
-        self.members = members
-        self.method = method
-        self.calibration = calibration
-        self.stacking_c = stacking_c
-        self.seed = seed
-        self.workers = workers
-        self.cache_dir = cache_dir
-        self.device = device
+    members: Sequence[Any] = ()
+    method: str = "mean_prob"
+    calibration: str | None = None
+    stacking_c: float = 1.0
+    seed: int = 0
+    workers: int | None = None
+    cache_dir: str | None = None
+    device: str | None = None
 
     def model_params(self) -> dict[str, Any]:
         params = super().model_params()

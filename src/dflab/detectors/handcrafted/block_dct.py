@@ -257,6 +257,7 @@ def image_scores(block_scores: np.ndarray, owners: np.ndarray, n_images: int,
 _DESCRIPTION = "Block DCT + histogram-DCT features of skin blocks"
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("block-dct", description=f"{_DESCRIPTION}, gradient boosting; image score = mean over skin blocks",
           family="handcrafted")
 @register("block-dct-all", description=f"{_DESCRIPTION}, gradient boosting; image score = mean over all blocks "
@@ -281,27 +282,22 @@ class BlockDCTDetector(Detector):
     blocks, fixed seed) so memory and time stay bounded on large data.
     """
 
-    def __init__(self, block: int = 32, stride: int = 32, dct_coefficients: int = 64, hist_coefficients: int = 32,
-                 ela_coefficients: int = 0, ela_quality: int = 90, magnitude: str = "log",
-                 skin_threshold: float = 0.5, skin_cr: tuple[int, int] = SKIN_CR, skin_cb: tuple[int, int] = SKIN_CB,
-                 aggregate: str = "skin", classifier: str = "gb", max_train_blocks: int = 200_000, seed: int = 0,
-                 workers: int | None = None, cache_dir: str | None = None):
-        self.block = block
-        self.stride = stride
-        self.dct_coefficients = dct_coefficients
-        self.hist_coefficients = hist_coefficients
-        self.ela_coefficients = ela_coefficients
-        self.ela_quality = ela_quality
-        self.magnitude = magnitude
-        self.skin_threshold = skin_threshold
-        self.skin_cr = skin_cr
-        self.skin_cb = skin_cb
-        self.aggregate = aggregate
-        self.classifier = classifier
-        self.max_train_blocks = max_train_blocks
-        self.seed = seed
-        self.workers = workers
-        self.cache_dir = cache_dir
+    block: int = 32
+    stride: int = 32
+    dct_coefficients: int = 64
+    hist_coefficients: int = 32
+    ela_coefficients: int = 0
+    ela_quality: int = 90
+    magnitude: str = "log"
+    skin_threshold: float = 0.5
+    skin_cr: tuple[int, int] = SKIN_CR
+    skin_cb: tuple[int, int] = SKIN_CB
+    aggregate: str = "skin"
+    classifier: str = "gb"
+    max_train_blocks: int = 200000
+    seed: int = 0
+    workers: int | None = None
+    cache_dir: str | None = None
 
     def make_extractor(self) -> BlockDCTFeatures:
         return BlockDCTFeatures(block=int(self.block), stride=int(self.stride),

@@ -118,6 +118,7 @@ class ELAFeatures:
         return np.log1p(np.concatenate(parts)).astype(np.float32)
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("ela-logreg", description="Error Level Analysis (JPEG q90 + q50) map and statistics + logistic regression",
           family="handcrafted", classifier="logreg")
 @register("ela-svm", description="Error Level Analysis features + PCA + RBF SVM", family="handcrafted",
@@ -129,17 +130,14 @@ class ELAFeatures:
 @register("ela-adaboost", description="Error Level Analysis features + AdaBoost", family="handcrafted",
           classifier="adaboost")
 class ELADetector(FeatureClassifierDetector):
-    def __init__(self, quality: int = 90, grid: int = 8, extra_qualities: tuple[int, ...] = (50,),
-                 color: bool = False, classifier: str = "logreg", seed: int = 0, workers: int | None = None,
-                 cache_dir: str | None = None):
-        self.quality = quality
-        self.grid = grid
-        self.extra_qualities = extra_qualities
-        self.color = color
-        self.classifier = classifier
-        self.seed = seed
-        self.workers = workers
-        self.cache_dir = cache_dir
+    quality: int = 90
+    grid: int = 8
+    extra_qualities: tuple[int, ...] = (50,)
+    color: bool = False
+    classifier: str = "logreg"
+    seed: int = 0
+    workers: int | None = None
+    cache_dir: str | None = None
 
     def make_extractor(self) -> ELAFeatures:
         return ELAFeatures(quality=int(self.quality), grid=int(self.grid),

@@ -30,6 +30,7 @@ templates (face vectors), never their images, are saved in the model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ class Lite0Embedder:
         return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("identity-reference", family="identity",
           description="Similarity to a reference identity (the training fakes' swapped-in face): NCC of aligned "
                       "faces over rotations and scales, calibrated to P(fake)", similarity="ncc")
@@ -117,21 +119,17 @@ class Lite0Embedder:
           description="Similarity to a reference identity: cosine of EfficientNet-Lite0 ImageNet features, "
                       "calibrated to P(fake)", similarity="embedding")
 class IdentityReferenceDetector(Detector):
-    def __init__(self, similarity: str = "ncc", references: str | None = None, n_references: int = 16,
-                 top_k: int = 3, crop_scale: float = 1.3, face_size: int = 64,
-                 angles: tuple[float, ...] = (-10.0, -5.0, 0.0, 5.0, 10.0), scales: tuple[float, ...] = (0.9, 1.0, 1.1),
-                 batch_size: int = 32, seed: int = 0, device: str = "auto"):
-        self.similarity = similarity
-        self.references = references
-        self.n_references = n_references
-        self.top_k = top_k
-        self.crop_scale = crop_scale
-        self.face_size = face_size
-        self.angles = angles
-        self.scales = scales
-        self.batch_size = batch_size
-        self.seed = seed
-        self.device = device
+    similarity: str = "ncc"
+    references: str | None = None
+    n_references: int = 16
+    top_k: int = 3
+    crop_scale: float = 1.3
+    face_size: int = 64
+    angles: tuple[float, ...] = (-10.0, -5.0, 0.0, 5.0, 10.0)
+    scales: tuple[float, ...] = (0.9, 1.0, 1.1)
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
 
     # -- faces -> templates -----------------------------------------------------------------------
     def _check_params(self) -> None:

@@ -9,6 +9,8 @@ dataset here carries it, and reading it is the slowest step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from dflab.detectors.handcrafted.classic import FeatureClassifierDetector
@@ -40,12 +42,12 @@ def metadata_matrix(sources, *, on_error: str = "raise", errors: dict | None = N
     return matrix
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("metadata-gb", description="File metadata (EXIF/XMP, thumbnail, JPEG tables and quality, double-JPEG "
                                      "score, size) + gradient boosting", family="handcrafted", classifier="gb")
 class MetadataDetector(FeatureClassifierDetector):
-    def __init__(self, classifier: str = "gb", seed: int = 0):
-        self.classifier = classifier
-        self.seed = seed
+    classifier: str = "gb"
+    seed: int = 0
 
     def _features(self, sources, on_error: str, description: str, errors: dict | None = None) -> np.ndarray:
         return metadata_matrix(sources, on_error=on_error, errors=errors, description=description)

@@ -120,19 +120,18 @@ def residual_energy_map(image: np.ndarray, window: int = 16) -> np.ndarray:
     return (local / peak).astype(np.float32) if peak > 0 else np.zeros_like(local)
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("noise-residual", description="SRM filter bank + median-denoiser residuals: co-occurrences and "
                                         "statistics + logistic regression", family="handcrafted",
           classifier="logreg")
 @register("noise-residual-gb", description="SRM + median-denoiser residual co-occurrences + gradient boosting",
           family="handcrafted", classifier="gb")
 class NoiseResidualDetector(FeatureClassifierDetector):
-    def __init__(self, truncation: int = 2, classifier: str = "logreg", seed: int = 0, workers: int | None = None,
-                 cache_dir: str | None = None):
-        self.truncation = truncation
-        self.classifier = classifier
-        self.seed = seed
-        self.workers = workers
-        self.cache_dir = cache_dir
+    truncation: int = 2
+    classifier: str = "logreg"
+    seed: int = 0
+    workers: int | None = None
+    cache_dir: str | None = None
 
     def make_extractor(self) -> NoiseResidualFeatures:
         if int(self.truncation) < 1:

@@ -99,18 +99,17 @@ class SpectrumFeatures:
         return scaled.astype(np.float32)
 
 
+@dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("spectrum-logreg", description="Durall et al. 2019: azimuthal average of the log spectrum + "
           "logistic regression", family="handcrafted", classifier="logreg")
 @register("spectrum-svm", description="Durall et al. 2019: azimuthal average of the log spectrum + RBF SVM "
           "(calibrated probabilities)", family="handcrafted", classifier="svm")
 class SpectrumDetector(FeatureClassifierDetector):
-    def __init__(self, n_points: int = 128, classifier: str = "logreg", seed: int = 0,
-                 workers: int | None = None, cache_dir: str | None = None):
-        self.n_points = n_points
-        self.classifier = classifier
-        self.seed = seed
-        self.workers = workers
-        self.cache_dir = cache_dir
+    n_points: int = 128
+    classifier: str = "logreg"
+    seed: int = 0
+    workers: int | None = None
+    cache_dir: str | None = None
 
     def make_extractor(self) -> SpectrumFeatures:
         return SpectrumFeatures(n_points=int(self.n_points))
