@@ -234,13 +234,14 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
             os.chmod(folder, 0o700)
             saved, name = await receive_upload(request, folder, max_upload_bytes)
             try:
-                kind, saved = await asyncio.to_thread(check_media, saved, name, limits)
+                kind, saved, pixels = await asyncio.to_thread(check_media, saved, name, limits)
             except UploadRefused:
                 raise
             except Exception as err:  # a reader failing in a way not foreseen: still the file's fault
                 log.exception("checking %s failed", name)
                 raise UploadRefused(422, f"{name}: cannot read the file ({type(err).__name__})") from None
-            job = Job(id=secrets.token_urlsafe(12), folder=folder, file=saved, name=name, kind=kind, options=options)
+            job = Job(id=secrets.token_urlsafe(12), folder=folder, file=saved, name=name, kind=kind, options=options,
+                      pixels=pixels)
             scoring.submit(job)
             handed_over = True
             return job
