@@ -351,6 +351,14 @@ def test_model_health_docs_and_page(client, upload_root):
     schema = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/jobs", "/api/jobs/{job_id}", "/api/model", "/api/health"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    docs = client.get("/docs")  # written here from the schema: no Swagger UI, nothing from a CDN
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in docs.headers["Content-Security-Policy"]
+    assert "http:" not in docs.text and "https:" not in docs.text and "<script" not in docs.text
+    for path in schema["paths"]:
+        assert f"{path}</code></h2>" in docs.text
+    assert "frames" in docs.text and "mean_logit" in docs.text and "503" in docs.text
+    assert client.get("/redoc").status_code == 404
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text and "http" not in page.text.split("<body>")[0]
     for asset in ("app.js", "style.css"):

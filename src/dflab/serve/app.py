@@ -11,7 +11,8 @@ deleted whatever happens. Work in flight is bounded: beyond ``max_jobs`` a reque
 ``Retry-After`` before its body is read.
 
 API: ``POST /api/predict`` (answers when scored), ``POST /api/jobs`` + ``GET /api/jobs/{id}`` (the
-page: progress while it runs), ``GET /api/model``, ``GET /api/health``; documented at ``/docs``.
+page: progress while it runs), ``GET /api/model``, ``GET /api/health``; documented at ``/docs`` (a page written from the OpenAPI
+schema, nothing loaded from a CDN) and ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from typing import Any, Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dflab.serve.docs import api_docs_html
 from dflab.serve.scoring import JOB_TTL_S, Job, Scoring
 from dflab.serve.uploads import FORM_SLACK, MB, UploadRefused, _one_line, check_media, display_name
 
@@ -177,7 +179,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         yield
         scoring.stop()
 
-    app = FastAPI(title="dflab serve", lifespan=lifespan, version=__version__,
+    app = FastAPI(title="dflab serve", lifespan=lifespan, version=__version__, docs_url=None, redoc_url=None,
                   description="Deepfake detection: upload a photo or a video, get P(fake) per face / per video "
                               "with the model's threshold, the explanation heatmaps and the video's per-frame scores. "
                               "`POST /api/predict` answers with the fields `dflab predict --json` writes.")
@@ -220,10 +222,9 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith(("/docs", "/redoc")):
-            response.headers.setdefault(
-                "Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                                           "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'")
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                                       "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'")
         return response
 
     async def accept(request: Request, options: dict) -> Job:
@@ -307,6 +308,10 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
             admitted, waiting = scoring.admitted, len(scoring.waiting)
         return {"status": "ok", "version": __version__, "model": scorer.name,
                 "in_flight": admitted, "queued": waiting, "limit": max_jobs, "served": scoring.served}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return HTMLResponse(api_docs_html(app.openapi()))
 
     @app.get("/", include_in_schema=False)
     async def index():
