@@ -5,7 +5,7 @@
         [--model PATH] [--heatmap] [--no-compare]
 
 Prints p50/p95 latency, errors, images/s, CPU seconds per image and the server's memory (resident
-size after the first tenth of the requests, at the end, and its peak), against `dflab predict`'s
+size after each tenth of the requests, at the end, and its peak), against `dflab predict`'s
 images/s and CPU per image (its start-up, measured on one image, taken out). Server batches and
 `dflab predict` runs alternate (``--rounds``), so a changing load on the machine weighs on both.
 Not a test: numbers depend on the machine.
@@ -101,6 +101,8 @@ def serve_round(server, port: int, jobs: list[Path], args, memory: dict, counter
                 errors.append(f"{status} {path.name}: {text[:120]}")
             if counter[0] == max(1, args.requests // 10):
                 memory["after_first_tenth_mb"] = rss_mb(server.pid)
+            if counter[0] % max(1, args.requests // 10) == 0:  # resident size after each tenth
+                memory.setdefault("by_tenth_mb", []).append(round(rss_mb(server.pid), 1))
 
     cpu, start = cpu_seconds(server.pid), time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
@@ -158,7 +160,7 @@ def run_benchmark(images: list[Path], args) -> dict:
                    "images_per_s": round(len(latencies) / wall, 3),
                    "p50_s": round(statistics.median(latencies), 3) if latencies else None,
                    "p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 3) if latencies else None,
-                   "memory": {k: round(v, 1) for k, v in memory.items()}}
+                   "memory": {k: round(v, 1) if isinstance(v, float) else v for k, v in memory.items()}}
         if not args.no_compare:
             summary["predict_startup_and_one_image_s"] = round(one_wall, 2)
             summary["median_ratio_images_per_s"] = statistics.median(e["ratio_images_per_s"] for e in rounds)

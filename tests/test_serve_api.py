@@ -253,20 +253,31 @@ def test_concurrent_requests_all_answered(client, astronaut_jpeg, upload_root):
 
 
 class Gate:
-    """A scorer that waits at the gate before scoring (to hold the queue full)."""
+    """A scorer that waits at the gate before scoring (to hold the queue full); it counts the
+    images of each network call."""
 
     def __init__(self, inner):
         self.inner, self.open, self.entered = inner, threading.Event(), threading.Event()
-        self.folders = []
+        self.folders, self.calls = [], []
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def predict_proba(self, images, **kwargs):
         self.folders += [p for p in Path(tempfile.gettempdir()).glob("dflab-serve-*")]
+        self.calls.append(len(images))
         self.entered.set()
         assert self.open.wait(60)
         return self.inner.predict_proba(images, **kwargs)
+
+
+def wait_done(client, job_id: str) -> dict:
+    for _ in range(1200):
+        state = client.get(f"/api/jobs/{job_id}").json()
+        if state["status"] in ("done", "failed"):
+            return state
+        threading.Event().wait(0.05)
+    raise AssertionError(f"job {job_id} not finished: {state}")
 
 
 def test_full_queue_answers_503_with_retry_after(scorer, astronaut_jpeg, upload_root):
@@ -274,9 +285,9 @@ def test_full_queue_answers_503_with_retry_after(scorer, astronaut_jpeg, upload_
     content = astronaut_jpeg.read_bytes()
     with TestClient(create_app(gate, max_jobs=2)) as client:
         first = client.post("/api/jobs?heatmap=false", files={"file": ("a.jpg", content)})
+        assert first.status_code == 202 and gate.entered.wait(30)
         second = client.post("/api/jobs?heatmap=false", files={"file": ("b.jpg", content)})
-        assert (first.status_code, second.status_code) == (202, 202)
-        assert gate.entered.wait(30)
+        assert second.status_code == 202
         assert client.get(f"/api/jobs/{second.json()['id']}").json()["position"] == 0
         full = client.post("/api/predict", files={"file": ("c.jpg", content)})
         assert_refused(full, 503, "busy")
@@ -287,13 +298,50 @@ def test_full_queue_answers_503_with_retry_after(scorer, astronaut_jpeg, upload_
         assert gate.folders and all(stat.S_IMODE(f.stat().st_mode) == 0o700 for f in gate.folders if f.exists())
         gate.open.set()
         for job in (first, second):
-            for _ in range(600):
-                state = client.get(f"/api/jobs/{job.json()['id']}").json()
-                if state["status"] == "done":
-                    break
-                threading.Event().wait(0.05)
-            assert state["status"] == "done"
+            assert wait_done(client, job.json()["id"])["status"] == "done"
         assert client.post("/api/predict?heatmap=false", files={"file": ("d.jpg", content)}).status_code == 200
+
+
+def test_queued_photos_scored_together_same_answers_as_alone(scorer, astronaut_jpeg, tmp_path, upload_root):
+    """Photos waiting while the worker is busy are scored as one batch (one network call for all
+    their faces), each answer as `dflab predict` gives for that file alone; a photo with no face
+    in the batch still gets its own "no face" answer."""
+    from PIL import Image
+
+    astronaut = Image.open(astronaut_jpeg)
+    photos = {"astronaut.jpg": astronaut_jpeg}
+    for name, picture in (("mirrored.png", astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+                          ("small.png", astronaut.resize((256, 256))), ("wall.png", Image.new("RGB", (160, 120), "grey")),
+                          ("wide.jpg", Image.fromarray(np.hstack([np.asarray(astronaut)] * 2)))):
+        picture.save(tmp_path / name)
+        photos[name] = tmp_path / name
+    alone = {name: predict_files(scorer, [path], PredictOptions()) for name, path in photos.items()}
+    gate = Gate(scorer)
+    with TestClient(create_app(gate)) as client:
+        holding = client.post("/api/jobs?heatmap=false", files={"file": ("first.jpg", astronaut_jpeg.read_bytes())})
+        assert holding.status_code == 202 and gate.entered.wait(30)  # the worker waits at the gate
+        queued = {name: client.post("/api/jobs" + ("?heatmap=false" if name != "small.png" else ""),
+                                    files={"file": (name, path.read_bytes())}).json()["id"]
+                  for name, path in photos.items()}
+        gate.open.set()
+        answers = {name: wait_done(client, job_id) for name, job_id in queued.items()}
+    faces = {name: len(result["photos"][0]["faces"]) for name, result in alone.items()}
+    assert faces["wall.png"] == 0 and faces["wide.jpg"] >= 2 and all(faces[n] >= 1 for n in photos if n != "wall.png")
+    assert gate.calls == [faces["astronaut.jpg"], sum(faces.values())]  # the held job, then one batch
+    for name, answer in answers.items():
+        assert answer["status"] == "done" and answer["progress"] == {"done": 1, "total": 1, "unit": "files"}, answer
+        body, want = answer["result"], alone[name]
+        assert body["file"] == name and [row["path"] for row in body["results"]] == [name] * len(want["rows"])
+        for got, expected in zip(body["results"], want["rows"]):
+            assert (got["face"], got["box"], got["verdict"], got["error"]) == \
+                (expected["face"], expected["box"], expected["verdict"], expected["error"])
+            if expected["verdict"] in ("real", "fake"):
+                assert got["p_fake"] == pytest.approx(expected["p_fake"], abs=1e-5)
+        photo, expected_photo = body["photos"][0], want["photos"][0]
+        assert (photo["status"], photo["reason"], photo["width"], photo["height"]) == \
+            (expected_photo["status"], expected_photo["reason"], expected_photo["width"], expected_photo["height"])
+        assert [f["box"] for f in photo["faces"]] == [f["box"] for f in expected_photo["faces"]]
+        assert (photo["heatmap"] is not None) == (name == "small.png")  # only the photo that asked for one
 
 
 def test_model_health_docs_and_page(client, upload_root):
@@ -303,6 +351,14 @@ def test_model_health_docs_and_page(client, upload_root):
     schema = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/jobs", "/api/jobs/{job_id}", "/api/model", "/api/health"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    docs = client.get("/docs")  # written here from the schema: no Swagger UI, nothing from a CDN
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in docs.headers["Content-Security-Policy"]
+    assert "http:" not in docs.text and "https:" not in docs.text and "<script" not in docs.text
+    for path in schema["paths"]:
+        assert f"{path}</code></h2>" in docs.text
+    assert "frames" in docs.text and "mean_logit" in docs.text and "503" in docs.text
+    assert client.get("/redoc").status_code == 404
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text and "http" not in page.text.split("<body>")[0]
     for asset in ("app.js", "style.css"):

@@ -46,6 +46,26 @@ def verdict_of(p_fake: float, threshold: float) -> str:
     return "error" if p_fake != p_fake else ("fake" if p_fake >= threshold else "real")
 
 
+def photo_framing(scorer, faces: str) -> tuple[FaceFraming | None, bool]:
+    """(the face framing, whether photos are scored face by face) for :attr:`PredictOptions.faces`."""
+    framing = scorer.face_framing
+    if faces == "detect" and framing is None:
+        framing = DEFAULT_FRAMING
+    return framing, faces == "detect" or (faces == "auto" and framing is not None)
+
+
+def photo_rows(image, result: dict) -> list[dict]:
+    """The rows of one photo scored face by face (a :func:`dflab.inference.photo.predict_photo` result)."""
+    rows = []
+    if result["status"] != "ok":
+        verdict = "no face" if result["status"] == "no_face" else "error"
+        rows.append(_row(image, p_fake=float("nan"), verdict=verdict, error=result["reason"]))
+    for face in result["faces"]:
+        rows.append(_row(image, face=face["face"], box=" ".join(f"{v:.0f}" for v in face["box"]),
+                         p_fake=face["p_fake"], verdict=face["verdict"]))
+    return rows
+
+
 def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions = PredictOptions(), *,
                   on_frames: Callable[[int, int], None] | None = None) -> dict:
     """Score ``files`` (images and videos, told apart by suffix). Never raises for a bad file: its row
@@ -58,10 +78,7 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
     from dflab.runtime.progress import track
 
     threshold = model_threshold(scorer) if options.threshold is None else float(options.threshold)
-    framing = scorer.face_framing
-    if options.faces == "detect" and framing is None:
-        framing = DEFAULT_FRAMING
-    detect_faces = options.faces == "detect" or (options.faces == "auto" and framing is not None)
+    framing, detect_faces = photo_framing(scorer, options.faces)
     files = [Path(f) for f in files]
     videos = [f for f in files if is_video_path(f)]
     images = [f for f in files if not is_video_path(f)]
@@ -71,12 +88,7 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
             result = predict_photo(scorer, image, framing=framing, threshold=threshold,
                                    face_detector=options.face_detector, heatmap_dir=options.heatmap_dir)
             photos.append(result)
-            if result["status"] != "ok":
-                verdict = "no face" if result["status"] == "no_face" else "error"
-                rows.append(_row(image, p_fake=float("nan"), verdict=verdict, error=result["reason"]))
-            for face in result["faces"]:
-                rows.append(_row(image, face=face["face"], box=" ".join(f"{v:.0f}" for v in face["box"]),
-                                 p_fake=face["p_fake"], verdict=face["verdict"]))
+            rows.extend(photo_rows(image, result))
     elif images:
         scores = scorer.predict_proba([str(f) for f in images], on_error="nan")
         for image, p_fake in zip(images, scores):

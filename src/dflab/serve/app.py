@@ -1,17 +1,20 @@
 """The FastAPI application of ``dflab serve``.
 
 Every upload is a job: the file is streamed into a private temporary folder (mode 0700) with the size
-limit enforced while it arrives, its content is sniffed (magic bytes, never the file name), images
-are checked against the loader's pixel limit and videos against the duration / frame limits, then one
-worker thread scores jobs one at a time with :func:`dflab.inference.predict.predict_files` (the function of
-``dflab predict``; the model uses both cores) while the event loop keeps serving. The answer is
+limit enforced while it arrives (and a body that stalls refused with 408), its content is sniffed
+(magic bytes, never the file name), images are checked against the loader's pixel limit and videos
+against the duration / frame limits, then the worker (:mod:`dflab.serve.scoring`, on the main thread
+under ``dflab serve``) scores jobs in order with the prediction function of ``dflab predict``
+(:func:`dflab.inference.predict.predict_files`; photos queued together in one batch, each answered as
+alone) while the event loop keeps serving. The answer is
 :func:`dflab.inference.predict.prediction_payload` (what ``dflab predict --json`` writes) with the server's
 paths replaced by the uploaded file's base name and the heatmaps as PNG data URLs; the folder is
 deleted whatever happens. Work in flight is bounded: beyond ``max_jobs`` a request gets 503 with
 ``Retry-After`` before its body is read.
 
 API: ``POST /api/predict`` (answers when scored), ``POST /api/jobs`` + ``GET /api/jobs/{id}`` (the
-page: progress while it runs), ``GET /api/model``, ``GET /api/health``; documented at ``/docs``.
+page: progress while it runs), ``GET /api/model``, ``GET /api/health``; documented at ``/docs`` (a
+page written from the OpenAPI schema, nothing loaded from a CDN) and ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from typing import Any, Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dflab.serve.docs import api_docs_html
 from dflab.serve.scoring import JOB_TTL_S, Job, Scoring
 from dflab.serve.uploads import FORM_SLACK, MB, UploadRefused, _one_line, check_media, display_name
 
@@ -53,9 +57,18 @@ class Aggregation(str, Enum):
 
 
 
-async def receive_upload(request: Request, folder: Path, max_bytes: int) -> tuple[Path, str]:
+#: An upload whose body stops arriving for this long (seconds) is answered 408 and its slot freed, so
+#: that a client that sends its headers and stalls (a slowloris) cannot hold one of ``max_jobs``.
+UPLOAD_IDLE_S = 30.0
+#: ... and one still arriving after this long (seconds), however it trickles.
+UPLOAD_DEADLINE_S = 600.0
+
+
+async def receive_upload(request: Request, folder: Path, max_bytes: int, *, idle_s: float = UPLOAD_IDLE_S,
+                         deadline_s: float = UPLOAD_DEADLINE_S) -> tuple[Path, str]:
     """Stream the multipart field ``file`` of ``request`` into ``folder``; (saved file, uploaded name).
-    Refuses beyond ``max_bytes`` while the body arrives (413)."""
+    Refuses beyond ``max_bytes`` while the body arrives (413), and a body that stalls for ``idle_s`` or
+    is not all there after ``deadline_s`` (408)."""
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
@@ -115,8 +128,20 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int) -> tupl
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    chunks = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            wait = min(idle_s, deadline - loop.time())
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), timeout=max(0.0, wait))
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                stalled = f"nothing arrived for {idle_s:g} s" if wait == idle_s else f"not all there after {deadline_s:g} s"
+                raise UploadRefused(408, f"upload too slow ({stalled}); send the file again",
+                                    {"Connection": "close"}) from None
             if chunk:
                 parser.write(chunk)
             if state["error"] is not None:
@@ -149,11 +174,13 @@ def _model_card(scorer) -> str:
 def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int = 32,
                max_video_seconds: float = 600.0, max_video_frames: int = 100_000, max_frames: int = 256,
                predict_options: dict | None = None, model_loader: Callable[[], Any] | None = None,
-               scoring_thread: bool = True) -> FastAPI:
+               scoring_thread: bool = True, upload_idle_s: float = UPLOAD_IDLE_S,
+               upload_deadline_s: float = UPLOAD_DEADLINE_S) -> FastAPI:
     """The application. ``scorer``: a fitted detector (default: the one ``dflab predict`` uses, the
     ready detector). ``max_jobs``: uploads admitted at a time (receiving, waiting or being scored);
     beyond it 503 with Retry-After. ``predict_options``: other :class:`dflab.inference.predict.PredictOptions`
-    fields (``threshold``, ``faces``, ``face_detector``)."""
+    fields (``threshold``, ``faces``, ``face_detector``). ``upload_idle_s``, ``upload_deadline_s``: an
+    upload whose body stalls that long, or is not all there after that long, is answered 408."""
     from dflab import __version__
     from dflab.inference.predict import model_threshold
 
@@ -177,7 +204,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         yield
         scoring.stop()
 
-    app = FastAPI(title="dflab serve", lifespan=lifespan, version=__version__,
+    app = FastAPI(title="dflab serve", lifespan=lifespan, version=__version__, docs_url=None, redoc_url=None,
                   description="Deepfake detection: upload a photo or a video, get P(fake) per face / per video "
                               "with the model's threshold, the explanation heatmaps and the video's per-frame scores. "
                               "`POST /api/predict` answers with the fields `dflab predict --json` writes.")
@@ -189,8 +216,9 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
                                 "description": "An image (JPEG, PNG, WebP, BMP, GIF, TIFF) or a video "
                                                "(MP4, MOV, MKV, WebM, AVI)."}}}}}}}
     errors = {code: {"description": text, "content": {"application/json": {"example": {"detail": "one-line reason"}}}}
-              for code, text in ((400, "empty file or malformed form"), (413, "file, image or video over a limit"),
-                                 (415, "not an image or a video"), (422, "unreadable image or video, bad parameter"),
+              for code, text in ((400, "empty file or malformed form"), (408, "the upload stalled or was too slow"),
+                                 (413, "file, image or video over a limit"), (415, "not an image or a video"),
+                                 (422, "unreadable image or video, bad parameter"),
                                  (503, "busy: too many files in flight (see Retry-After)"))}
 
     @app.exception_handler(UploadRefused)
@@ -220,10 +248,9 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith(("/docs", "/redoc")):
-            response.headers.setdefault(
-                "Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                                           "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'")
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                                       "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'")
         return response
 
     async def accept(request: Request, options: dict) -> Job:
@@ -232,15 +259,17 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         handed_over = False
         try:
             os.chmod(folder, 0o700)
-            saved, name = await receive_upload(request, folder, max_upload_bytes)
+            saved, name = await receive_upload(request, folder, max_upload_bytes, idle_s=upload_idle_s,
+                                               deadline_s=upload_deadline_s)
             try:
-                kind, saved = await asyncio.to_thread(check_media, saved, name, limits)
+                kind, saved, pixels = await asyncio.to_thread(check_media, saved, name, limits)
             except UploadRefused:
                 raise
             except Exception as err:  # a reader failing in a way not foreseen: still the file's fault
                 log.exception("checking %s failed", name)
                 raise UploadRefused(422, f"{name}: cannot read the file ({type(err).__name__})") from None
-            job = Job(id=secrets.token_urlsafe(12), folder=folder, file=saved, name=name, kind=kind, options=options)
+            job = Job(id=secrets.token_urlsafe(12), folder=folder, file=saved, name=name, kind=kind, options=options,
+                      pixels=pixels)
             scoring.submit(job)
             handed_over = True
             return job
@@ -306,6 +335,10 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
             admitted, waiting = scoring.admitted, len(scoring.waiting)
         return {"status": "ok", "version": __version__, "model": scorer.name,
                 "in_flight": admitted, "queued": waiting, "limit": max_jobs, "served": scoring.served}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return HTMLResponse(api_docs_html(app.openapi()))
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -1,19 +1,25 @@
-"""The server's work queue: jobs with progress, scored one at a time on the main thread with the shared prediction function; results kept briefly for polling."""
+"""The server's work queue: jobs with progress, scored on the main thread with the shared prediction
+function; results kept briefly for polling.
+
+Photos scored face by face (the ready detector) are taken from the queue together, up to
+:data:`BATCH_JOBS` of them and :data:`BATCH_PIXELS` pixels: what waits while a batch is scored forms
+the next one, so under load the network sees large batches and an upload alone waits for nothing.
+Videos, and photos of a model that scores the picture whole, are scored one at a time."""
 
 from __future__ import annotations
 
 import base64
 import logging
 import math
-import queue
 import shutil
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dflab.serve.photos import score_photos
 from dflab.serve.uploads import UploadRefused, _one_line
 
 log = logging.getLogger("dflab.serve")
@@ -27,6 +33,12 @@ JOB_TTL_S = 300
 JOB_KEEP = 32
 
 
+#: Photos scored in one batch at most (one face-detector call, one network call for all their faces) ...
+BATCH_JOBS = 16
+#: ... holding at most this many pixels together (a photo larger than that is scored alone).
+BATCH_PIXELS = 64_000_000
+
+
 @dataclass
 class Job:
     id: str
@@ -35,6 +47,7 @@ class Job:
     name: str
     kind: str
     options: dict
+    pixels: int = 0  # of a photo (width x height): bounds the memory of a batch
     status: str = "queued"  # queued | running | done | failed
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
@@ -61,17 +74,21 @@ class Job:
 
 
 class Scoring:
-    """One worker thread scoring jobs in order; at most ``max_jobs`` uploads admitted at a time."""
+    """One worker scoring jobs in order, photos in batches; at most ``max_jobs`` uploads admitted at a time."""
 
     def __init__(self, scorer, *, max_jobs: int, predict_options: dict, own_thread: bool = True):
+        from dflab.inference.predict import photo_framing
+
         self.scorer = scorer
         self.max_jobs = max_jobs
         self.predict_options = predict_options
         self.lock = threading.Lock()
         self.admitted = 0
         self.jobs: OrderedDict[str, Job] = OrderedDict()
-        self.pending: queue.Queue[Job | None] = queue.Queue()
-        self.waiting: list[str] = []
+        self.waiting: deque[Job] = deque()  # submitted, not yet taken by the worker
+        self.arrived = threading.Condition(self.lock)
+        self.stopping = False
+        self.photos_by_face = photo_framing(scorer, self.predict_options.get("faces", "auto"))[1]
         self.job_seconds = 1.0  # running mean of a job's scoring time (for Retry-After)
         self.served = 0
         self.thread = None
@@ -103,13 +120,13 @@ class Scoring:
         with self.lock:
             self._prune()
             self.jobs[job.id] = job
-            self.waiting.append(job.id)
-        self.pending.put(job)
+            self.waiting.append(job)
+            self.arrived.notify()
 
     def get(self, job_id: str) -> tuple[Job | None, int | None]:
         with self.lock:
             job = self.jobs.get(job_id)
-            position = self.waiting.index(job_id) if job is not None and job_id in self.waiting else None
+            position = next((i for i, waiting in enumerate(self.waiting) if waiting.id == job_id), None)
         return job, position
 
     def forget(self, job_id: str) -> None:
@@ -128,36 +145,98 @@ class Scoring:
                 finished.remove(job)
 
     def stop(self) -> None:
-        self.pending.put(None)
+        """The worker returns once the jobs already submitted are scored."""
+        with self.lock:
+            self.stopping = True
+            self.arrived.notify()
+
+    def _next_batch(self) -> list[Job]:
+        """The oldest job, and with a photo the photos queued right behind it (within the batch limits);
+        waits for one; [] once stopped and nothing is left."""
+        with self.lock:
+            while not self.waiting and not self.stopping:
+                self.arrived.wait()
+            if not self.waiting:
+                return []
+            batch = [self.waiting.popleft()]
+            if self._batches(batch[0]):
+                pixels = batch[0].pixels
+                while (self.waiting and len(batch) < BATCH_JOBS and self._batches(self.waiting[0])
+                       and pixels + self.waiting[0].pixels <= BATCH_PIXELS):
+                    pixels += self.waiting[0].pixels
+                    batch.append(self.waiting.popleft())
+            return batch
+
+    def _batches(self, job: Job) -> bool:
+        return job.kind == "image" and self.photos_by_face
 
     def _run(self) -> None:
         while True:
-            job = self.pending.get()
-            if job is None:
+            batch = self._next_batch()
+            if not batch:
                 return
-            with self.lock:
-                if job.id in self.waiting:
-                    self.waiting.remove(job.id)
-            job.status, job.started = "running", time.monotonic()
+            started = time.monotonic()
+            for job in batch:
+                job.status, job.started = "running", started
             try:
-                self._score(job)
-            except Exception as err:  # a bug, not a bad file: logged here, one line to the client
-                log.exception("scoring %s failed", job.name)
-                job.http_status, job.error = 500, f"internal error while scoring ({type(err).__name__}); see the server log"
+                if len(batch) > 1:
+                    self._score_photos(batch)
+                else:
+                    self._score_alone(batch[0])
             finally:
-                shutil.rmtree(job.folder, ignore_errors=True)
-                job.status = "done" if job.result is not None else "failed"
-                job.finished = time.monotonic()
-                self.job_seconds = 0.8 * self.job_seconds + 0.2 * (job.finished - job.started)
-                self.served += 1
-                self.release()
-                for wake in list(job.waiters):
-                    wake()
+                for job in batch:
+                    shutil.rmtree(job.folder, ignore_errors=True)
+                    job.status = "done" if job.result is not None else "failed"
+                    job.finished = time.monotonic()
+                    self.served += 1
+                    self.release()
+                    for wake in list(job.waiters):
+                        wake()
+                self.job_seconds = 0.8 * self.job_seconds + 0.2 * (time.monotonic() - started) / len(batch)
+
+    def _score_alone(self, job: Job) -> None:
+        self._guarded(job, lambda: self._score(job))
+
+    @staticmethod
+    def _guarded(job: Job, work) -> None:
+        try:
+            work()
+        except Exception as err:  # a bug, not a bad file: logged here, one line to the client
+            log.exception("scoring %s failed", job.name)
+            job.http_status, job.error = 500, f"internal error while scoring ({type(err).__name__}); see the server log"
+
+    def _score_photos(self, batch: list[Job]) -> None:
+        """Photos scored together; should that fail (a bug), each is scored alone, so that one file
+        cannot fail the others."""
+        from dflab.inference.predict import model_threshold, photo_framing, photo_rows
+
+        options = self.predict_options
+        threshold = model_threshold(self.scorer) if options.get("threshold") is None else float(options["threshold"])
+        framing, _ = photo_framing(self.scorer, options.get("faces", "auto"))
+        for job in batch:
+            job.total_frames = 1
+        try:
+            photos = score_photos(self.scorer, [job.file for job in batch], framing=framing, threshold=threshold,
+                                  face_detector=options.get("face_detector", "mtcnn"),
+                                  heatmap_dirs=[self._heatmap_dir(job) for job in batch])
+        except Exception:
+            log.exception("scoring %d photos together failed; scoring them one by one", len(batch))
+            for job in batch:
+                self._score_alone(job)
+            return
+        for job, photo in zip(batch, photos):
+            result = {"threshold": threshold, "framing": framing.to_info(), "rows": photo_rows(job.file, photo),
+                      "photos": [photo], "videos": []}
+            self._guarded(job, lambda: self._answer(job, result))
+
+    @staticmethod
+    def _heatmap_dir(job: Job) -> Path | None:
+        return job.folder / "heatmaps" if job.options.get("heatmap", True) else None
 
     def _score(self, job: Job) -> None:
-        from dflab.inference.predict import PredictOptions, predict_files, prediction_payload
+        from dflab.inference.predict import PredictOptions, predict_files
 
-        heatmaps = job.folder / "heatmaps" if job.options.get("heatmap", True) else None
+        heatmaps = self._heatmap_dir(job)
 
         def on_frames(done: int, total: int) -> None:
             job.done_frames, job.total_frames = done, total
@@ -167,7 +246,12 @@ class Scoring:
                                  **self.predict_options)
         if job.kind == "image":
             job.total_frames = 1
-        result = predict_files(self.scorer, [job.file], options, on_frames=on_frames)
+        self._answer(job, predict_files(self.scorer, [job.file], options, on_frames=on_frames))
+
+    def _answer(self, job: Job, result: dict) -> None:
+        """The job's result (or its 422) from a :func:`~dflab.inference.predict.predict_files` result for its file."""
+        from dflab.inference.predict import prediction_payload
+
         details = result["photos"] + result["videos"]
         if details and details[0]["status"] == "error":
             job.http_status, job.error = 422, _one_line(f"{job.name}: {details[0]['reason'] or 'unreadable'}")

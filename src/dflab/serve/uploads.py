@@ -64,8 +64,9 @@ def _one_line(text: str) -> str:
     return text[:500] or "error"
 
 
-def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path]:
-    """(kind, path with the suffix of its content) of a saved upload; raises :class:`UploadRefused`."""
+def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path, int]:
+    """(kind, path with the suffix of its content, pixels of an image or 0) of a saved upload; raises
+    :class:`UploadRefused`."""
     from dflab.media.images import MAX_PIXELS, probe_image
 
     size = path.stat().st_size
@@ -91,7 +92,10 @@ def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path]:
         if reason:
             status = 413 if reason.startswith("image too large") else 422
             raise UploadRefused(status, f"{name}: {reason}")
-        return kind, saved
+        from PIL import Image
+
+        with Image.open(saved) as picture:  # the header only, read again: probe_image passed
+            return kind, saved, picture.width * picture.height
     from dflab.media.video import VideoError, probe
 
     try:
@@ -106,7 +110,7 @@ def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path]:
                                  f"{limits['max_video_frames']})")
     if info.width * info.height > MAX_PIXELS:
         raise UploadRefused(413, f"{name}: video frames too large ({info.width}x{info.height} > {MAX_PIXELS} pixels)")
-    return kind, saved
+    return kind, saved, 0
 
 
 def _looks_like_text(head: bytes) -> bool:
