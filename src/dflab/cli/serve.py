@@ -27,7 +27,7 @@ def serve_command(
 ) -> None:
     """Serve a web page and an HTTP API: upload a photo or a video, see P(fake), the faces and the heatmap.
 
-    The page is at the printed address, the API documentation at /docs. Scoring uses the same function as `dflab predict`, one file at a time in a worker thread."""
+    The page is at the printed address, the API documentation at /docs. Scoring uses the same function as `dflab predict`; queued photos are scored together in one batch."""
     import socket
 
     from dflab.cli.common import UserError, out_console
