@@ -126,8 +126,10 @@ def test_fit_save_load_scores_identically(name, tiny_set, tmp_path):
     with_broken = loaded.predict_proba([str(broken), str(tmp_path / "missing.png"), everything.path.iloc[0]],
                                        on_error="nan")
     assert np.isnan(with_broken[:2]).all()
-    # A different batch may change the last float bits (BLAS blocking), never the score.
-    assert with_broken[2] == pytest.approx(scores[0], rel=1e-6, abs=1e-7)
+    # A batch of bad files only (a chunk of a batch run can be one) is NaN too, not an error.
+    assert np.isnan(loaded.predict_proba([str(broken), str(tmp_path / "missing.png")], on_error="nan")).all()
+    # A different batch may change the float32 rounding (BLAS blocking), never the score beyond it.
+    assert with_broken[2] == pytest.approx(scores[0], rel=1e-4, abs=1e-6)
 
 
 def test_an_ensemble_of_untrained_members_saves_a_config_that_loads(tiny_set, tmp_path):

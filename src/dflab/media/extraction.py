@@ -239,12 +239,17 @@ def _resolve_cache_dir(cache_dir: Path | str | None | bool) -> Path | None:
     return Path(cache_dir)
 
 
-def stack(result: ExtractionResult, sources: Sequence[ImageLike], *, on_error: str = "raise") -> np.ndarray:
-    """Stack per-image feature vectors into (N, D); failed rows are NaN (``on_error="nan"``) or raise."""
+def stack(result: ExtractionResult, sources: Sequence[ImageLike], *, on_error: str = "raise",
+          all_failed_ok: bool = False) -> np.ndarray:
+    """Stack per-image feature vectors into (N, D); failed rows are NaN (``on_error="nan"``) or raise.
+    When no file at all is usable, that is an error, unless ``all_failed_ok`` (scoring a batch that
+    happens to hold only bad files): then every row is NaN (one NaN column)."""
     if result.errors and on_error == "raise":
         index, reason = next(iter(sorted(result.errors.items())))
         raise ImageError(source_name(sources[index]), reason)
     valid = [f for f in result.features if f is not None]
+    if not valid and all_failed_ok and on_error == "nan":
+        return np.full((len(result.features), 1), np.nan)
     if not valid:
         if result.errors:  # the loader's own reason for the first failure
             index, reason = next(iter(sorted(result.errors.items())))

@@ -70,13 +70,14 @@ class FeatureClassifierDetector(Detector):
 
     # Subclasses define __init__ with their parameters, including classifier, seed, workers, cache_dir.
 
-    def _features(self, sources, on_error: str, description: str, errors: dict | None = None) -> np.ndarray:
+    def _features(self, sources, on_error: str, description: str, errors: dict | None = None,
+                  all_failed_ok: bool = False) -> np.ndarray:
         result = features.extract(sources, self.make_extractor(), workers=self.workers,
                                   cache_dir=self.cache_dir if self.cache_dir is not None else True,
                                   description=description)
         if errors is not None:
             errors.update(result.errors)
-        return features.stack(result, sources, on_error=on_error)
+        return features.stack(result, sources, on_error=on_error, all_failed_ok=all_failed_ok)
 
     def fit(self, train, *, valid=None):
         sources, labels, _ = as_training_set(train)
@@ -100,7 +101,8 @@ class FeatureClassifierDetector(Detector):
     def predict_proba(self, images, *, on_error: str = "raise") -> np.ndarray:
         self._check_fitted()
         sources = as_sources(images)
-        x = self._features(sources, on_error, f"{self.name}: scoring")
+        # A chunk of a batch run may hold only bad files: with on_error="nan" they are NaN, not an error.
+        x = self._features(sources, on_error, f"{self.name}: scoring", all_failed_ok=True)
         scores = np.full(len(sources), np.nan)
         ok = ~np.isnan(x).any(axis=1)
         if ok.any():

@@ -49,5 +49,7 @@ class MetadataDetector(FeatureClassifierDetector):
     classifier: str = "gb"
     seed: int = 0
 
-    def _features(self, sources, on_error: str, description: str, errors: dict | None = None) -> np.ndarray:
+    def _features(self, sources, on_error: str, description: str, errors: dict | None = None,
+                  all_failed_ok: bool = False) -> np.ndarray:
+        # Unusable files are NaN rows here however many there are: all_failed_ok holds by construction.
         return metadata_matrix(sources, on_error=on_error, errors=errors, description=description)
