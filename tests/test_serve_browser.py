@@ -93,7 +93,7 @@ def test_page_scores_a_real_face_and_shows_bad_files(server, browser, tmp_path):
     page.on("request", lambda request: None if request.url.startswith((server, "data:", "blob:"))
             else outside.append(request.url))
     page.goto(server)
-    page.wait_for_function("document.getElementById('model-name').textContent !== '…'")
+    _wait_until(page, "document.getElementById('model-name').textContent !== '…'")
     model_name = page.text_content("#model-name")
 
     page.set_input_files("#file", str(face))
@@ -103,7 +103,7 @@ def test_page_scores_a_real_face_and_shows_bad_files(server, browser, tmp_path):
     assert model_name in page.text_content("#details")
     heatmap = page.locator("#heatmap")
     assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
-    page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
+    _wait_until(page, "document.getElementById('heatmap').naturalWidth > 0")
     assert heatmap.is_visible()
     page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
     assert (tmp_path / "result.png").stat().st_size > 10_000
@@ -138,3 +138,17 @@ def test_page_scores_a_real_face_and_shows_bad_files(server, browser, tmp_path):
     assert not outside, f"the page fetched from elsewhere: {outside}"
     with urllib.request.urlopen(server + "api/health", timeout=5) as answer:  # the server is still up
         assert json.load(answer)["status"] == "ok"
+
+
+def _wait_until(page, expression: str, timeout_s: float = 60.0) -> None:
+    """Poll ``expression`` from the test side: page.wait_for_function evaluates a string predicate inside
+    the page with eval, which the page's Content-Security-Policy (script-src 'self') rightly refuses
+    at times; page.evaluate runs through the DevTools protocol, outside the page's CSP."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expression}")
+        time.sleep(0.1)
+
