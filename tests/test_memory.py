@@ -43,3 +43,26 @@ def test_reallocating_freed_memory_no_longer_faults_it_back_in():
     assert faults_returned > 5 * activation_pages  # every run maps its activations afresh
     # The memory of the first runs is reused (the heap may still grow once: no more than that).
     assert faults_kept <= 2 * activation_pages and faults_kept < faults_returned / 10
+
+
+# Fills the heap with 2 KB blocks, frees all but the last (which pins the heap's top, so glibc
+# cannot give the hole back by itself), then hands the freed memory back.
+_TRIM_PROBE = """
+from dflab.runtime.memory import keep_freed_memory, release_freed_memory, resident_mb
+keep_freed_memory()
+blocks = [bytes(2048) for _ in range(200_000)]  # about 400 MB, from malloc (not Python's small-object pool)
+last = blocks[-1]
+del blocks[:-1]
+before = resident_mb()
+released = release_freed_memory()
+print(released, round(before), round(resident_mb()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim (Linux)")
+def test_release_freed_memory_gives_a_fragmented_heap_back():
+    out = subprocess.run([sys.executable, "-c", _TRIM_PROBE], env={"PATH": ""}, capture_output=True, text=True,
+                         check=True)
+    released, before, after = out.stdout.split()
+    assert released == "True"
+    assert int(before) - int(after) > 300, out.stdout  # most of the 400 MB freed inside the heap went back

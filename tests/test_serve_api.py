@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from dflab.inference.predict import PredictOptions, predict_files, prediction_payload
 from dflab.serve.app import create_app
+from dflab.serve.photos import NETWORK_BATCH, network_batch_size, network_batch_sizes, score_crops
 from dflab.serve.uploads import sniff
 
 from .conftest import require_shared  # noqa: E402
@@ -327,7 +328,8 @@ def test_queued_photos_scored_together_same_answers_as_alone(scorer, astronaut_j
         answers = {name: wait_done(client, job_id) for name, job_id in queued.items()}
     faces = {name: len(result["photos"][0]["faces"]) for name, result in alone.items()}
     assert faces["wall.png"] == 0 and faces["wide.jpg"] >= 2 and all(faces[n] >= 1 for n in photos if n != "wall.png")
-    assert gate.calls == [faces["astronaut.jpg"], sum(faces.values())]  # the held job, then one batch
+    # The held job, then one batch for all the faces (its count rounded up to an even number).
+    assert gate.calls == [faces["astronaut.jpg"], network_batch_size(sum(faces.values()))]
     for name, answer in answers.items():
         assert answer["status"] == "done" and answer["progress"] == {"done": 1, "total": 1, "unit": "files"}, answer
         body, want = answer["result"], alone[name]
@@ -344,10 +346,58 @@ def test_queued_photos_scored_together_same_answers_as_alone(scorer, astronaut_j
         assert (photo["heatmap"] is not None) == (name == "small.png")  # only the photo that asked for one
 
 
+class Recorder:
+    """A scorer that records the crops of each network call and scores a crop by its mean pixel."""
+
+    batch_size = 32
+
+    def __init__(self):
+        self.calls = []
+
+    def predict_proba(self, images, **kwargs):
+        self.calls.append([int(image[0, 0, 0]) for image in images])
+        return np.array([image.mean() / 255 for image in images])
+
+
+def test_network_batches_are_even_sizes_at_most_sixteen_with_each_crop_scored_once():
+    assert [network_batch_size(n) for n in range(1, 8)] == [1, 2, 4, 4, 6, 6, 8]
+    assert network_batch_sizes() == [16, 14, 12, 10, 8, 6, 4, 2, 1]  # the warm-up's order: largest first
+    crops = [np.full((4, 4, 3), value, np.uint8) for value in range(NETWORK_BATCH + 3)]
+    recorder = Recorder()
+    scores = score_crops(recorder, crops)
+    np.testing.assert_allclose(scores, [value / 255 for value in range(NETWORK_BATCH + 3)])
+    # 19 crops: one full call, then 3 crops padded with a copy of the chunk's first to 4.
+    assert recorder.calls == [list(range(16)), [16, 17, 18, 16]]
+    assert score_crops(recorder, []).shape == (0,)
+
+
+def test_warm_up_runs_every_batch_size_and_sets_the_memory_ceiling(scorer):
+    from dflab.serve.scoring import MEMORY_SLACK, Scoring
+
+    recorder = Recorder()
+    recorder.face_framing = scorer.face_framing
+    scoring = Scoring(recorder, max_jobs=4, predict_options={}, own_thread=False, warm_up=True)
+    assert scoring.memory.limit_mb is None
+    scoring.stop()
+    scoring.run_here()  # warms up, then returns: stopped with nothing queued
+    assert [len(call) for call in recorder.calls] == network_batch_sizes()
+    from dflab.runtime.memory import resident_mb
+
+    assert 0 < scoring.memory.limit_mb <= resident_mb() * (1 + MEMORY_SLACK) * 1.05
+    scoring.memory.limit_mb = 1.0  # far below: the next check hands the freed memory back
+    scoring.memory.check()
+    assert scoring.memory.releases == 1
+    scoring.memory.limit_mb = 10 ** 9
+    scoring.memory.check()
+    assert scoring.memory.releases == 1
+
+
 def test_model_health_docs_and_page(client, upload_root):
     model = client.get("/api/model").json()
     assert model["name"] == "efficientnet-lite0" and model["threshold"] == 0.5 and isinstance(model["card"], str)
-    assert client.get("/api/health").json()["status"] == "ok"
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["memory_mb"] > 100 and health["memory_releases"] == 0
+    assert health["memory_ceiling_mb"] is None  # create_app does not warm up unless asked (dflab serve does)
     schema = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/jobs", "/api/jobs/{job_id}", "/api/model", "/api/health"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]

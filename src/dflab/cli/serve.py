@@ -61,7 +61,7 @@ def serve_command(
     from dflab.serve.app import create_app
 
     app = create_app(scorer, max_upload_bytes=int(max_upload_mb * 2 ** 20), max_jobs=max_jobs,
-                     max_video_seconds=max_video_seconds, scoring_thread=False)
+                     max_video_seconds=max_video_seconds, scoring_thread=False, warm_up=True)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else ('[::1]' if host == '::' else shown)}:{bound}/"

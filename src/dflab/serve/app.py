@@ -175,12 +175,14 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
                max_video_seconds: float = 600.0, max_video_frames: int = 100_000, max_frames: int = 256,
                predict_options: dict | None = None, model_loader: Callable[[], Any] | None = None,
                scoring_thread: bool = True, upload_idle_s: float = UPLOAD_IDLE_S,
-               upload_deadline_s: float = UPLOAD_DEADLINE_S) -> FastAPI:
+               upload_deadline_s: float = UPLOAD_DEADLINE_S, warm_up: bool = False) -> FastAPI:
     """The application. ``scorer``: a fitted detector (default: the one ``dflab predict`` uses, the
     ready detector). ``max_jobs``: uploads admitted at a time (receiving, waiting or being scored);
     beyond it 503 with Retry-After. ``predict_options``: other :class:`dflab.inference.predict.PredictOptions`
     fields (``threshold``, ``faces``, ``face_detector``). ``upload_idle_s``, ``upload_deadline_s``: an
-    upload whose body stalls that long, or is not all there after that long, is answered 408."""
+    upload whose body stalls that long, or is not all there after that long, is answered 408.
+    ``warm_up``: run the network on every batch shape before the first upload is scored (``dflab
+    serve`` does; uploads that arrive meanwhile wait) and hold memory near that size after it."""
     from dflab import __version__
     from dflab.inference.predict import model_threshold
 
@@ -194,7 +196,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
     limits = {"max_video_seconds": float(max_video_seconds), "max_video_frames": int(max_video_frames)}
     # scoring_thread=False: the caller runs ``app.state.scoring.run_here()`` itself (on the main thread).
     scoring = Scoring(scorer, max_jobs=max_jobs, predict_options=dict(predict_options or {}),
-                      own_thread=scoring_thread)
+                      own_thread=scoring_thread, warm_up=warm_up)
     threshold = model_threshold(scorer) if (predict_options or {}).get("threshold") is None \
         else float(predict_options["threshold"])
     framing = getattr(scorer, "face_framing", None)
@@ -333,8 +335,14 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         """Liveness: the model's name and the work in flight."""
         with scoring.lock:
             admitted, waiting = scoring.admitted, len(scoring.waiting)
+        from dflab.runtime.memory import resident_mb
+
+        resident = resident_mb()
         return {"status": "ok", "version": __version__, "model": scorer.name,
-                "in_flight": admitted, "queued": waiting, "limit": max_jobs, "served": scoring.served}
+                "in_flight": admitted, "queued": waiting, "limit": max_jobs, "served": scoring.served,
+                "memory_mb": None if resident is None else round(resident, 1),
+                "memory_ceiling_mb": None if scoring.memory.limit_mb is None else round(scoring.memory.limit_mb, 1),
+                "memory_releases": scoring.memory.releases}
 
     @app.get("/docs", include_in_schema=False)
     async def docs():

@@ -39,6 +39,44 @@ BATCH_JOBS = 16
 BATCH_PIXELS = 64_000_000
 
 
+#: Resident memory may grow this much past its size after the warm-up before the freed memory
+#: inside the heap is handed back (see :class:`MemoryCeiling`).
+MEMORY_SLACK = 0.10
+
+
+#: Side of the generated pictures the warm-up runs the face detector on.
+WARM_UP_SIDE = 224
+
+
+class MemoryCeiling:
+    """Keeps the server's resident memory near its size after the warm-up.
+
+    The process keeps freed memory for speed (:func:`dflab.runtime.memory.keep_freed_memory`); with
+    batches of changing shapes its heap fragments and grows for hundreds of requests. Past the
+    ceiling the freed memory is handed back (:func:`~dflab.runtime.memory.release_freed_memory`),
+    which costs page faults on the next batch, so it is done only then, not after every batch."""
+
+    def __init__(self, slack: float = MEMORY_SLACK):
+        self.slack = slack
+        self.limit_mb: float | None = None
+        self.releases = 0
+
+    def set_from_now(self) -> None:
+        from dflab.runtime.memory import resident_mb
+
+        resident = resident_mb()
+        self.limit_mb = None if resident is None else resident * (1 + self.slack)
+
+    def check(self) -> None:
+        from dflab.runtime.memory import release_freed_memory, resident_mb
+
+        resident = resident_mb()
+        if self.limit_mb is not None and resident is not None and resident > self.limit_mb:
+            if release_freed_memory():
+                self.releases += 1
+                log.info("resident memory %.0f MB over %.0f MB: freed memory handed back", resident, self.limit_mb)
+
+
 @dataclass
 class Job:
     id: str
@@ -76,7 +114,8 @@ class Job:
 class Scoring:
     """One worker scoring jobs in order, photos in batches; at most ``max_jobs`` uploads admitted at a time."""
 
-    def __init__(self, scorer, *, max_jobs: int, predict_options: dict, own_thread: bool = True):
+    def __init__(self, scorer, *, max_jobs: int, predict_options: dict, own_thread: bool = True,
+                 warm_up: bool = False):
         from dflab.inference.predict import photo_framing
 
         self.scorer = scorer
@@ -91,6 +130,8 @@ class Scoring:
         self.photos_by_face = photo_framing(scorer, self.predict_options.get("faces", "auto"))[1]
         self.job_seconds = 1.0  # running mean of a job's scoring time (for Retry-After)
         self.served = 0
+        self.warm_up_first = warm_up
+        self.memory = MemoryCeiling()
         self.thread = None
         if own_thread:
             self.thread = threading.Thread(target=self._run, name="dflab-serve-worker", daemon=True)
@@ -170,7 +211,38 @@ class Scoring:
     def _batches(self, job: Job) -> bool:
         return job.kind == "image" and self.photos_by_face
 
+    def warm_up(self) -> None:
+        """Runs the face detector on a batch of generated pictures and the network on every batch
+        size photos are scored in (:func:`~dflab.serve.photos.network_batch_sizes`), then sets the
+        memory ceiling: the first uploads do not pay for the one-off work of new shapes, and memory
+        starts near its working size. A failure here is logged; the server scores anyway."""
+        import numpy as np
+
+        from dflab.data.synthetic.faces import make_face
+        from dflab.serve.photos import network_batch_sizes
+
+        started = time.monotonic()
+        try:
+            rng = np.random.default_rng(0)
+            if self.photos_by_face:
+                from dflab.faces.finder import get_face_detector
+
+                pictures = [make_face(rng, WARM_UP_SIDE) for _ in range(BATCH_JOBS)]
+                get_face_detector(self.predict_options.get("face_detector", "mtcnn")).detect_batch(pictures)
+                counts = network_batch_sizes()
+            else:
+                counts = [1]
+            crop = make_face(rng, WARM_UP_SIDE)
+            for count in counts:
+                self.scorer.predict_proba([crop] * count, on_error="nan")
+        except Exception:
+            log.exception("warm-up failed; scoring without it")
+        self.memory.set_from_now()
+        log.info("warm-up took %.1f s", time.monotonic() - started)
+
     def _run(self) -> None:
+        if self.warm_up_first:
+            self.warm_up()
         while True:
             batch = self._next_batch()
             if not batch:
@@ -193,6 +265,7 @@ class Scoring:
                     for wake in list(job.waiters):
                         wake()
                 self.job_seconds = 0.8 * self.job_seconds + 0.2 * (time.monotonic() - started) / len(batch)
+                self.memory.check()
 
     def _score_alone(self, job: Job) -> None:
         self._guarded(job, lambda: self._score(job))
