@@ -281,3 +281,18 @@ def test_shared_task1_subsample(tmp_path):
     assert np.isfinite(scores).all()
     # 96 training frames of 24 videos: far above chance on unseen videos (0.96 with all the data).
     assert roc_auc_score(test["label"], scores) > 0.75
+
+
+@pytest.mark.parametrize("height,width,block", [(70, 101, 32), (224, 224, 32), (250, 260, 16), (40, 40, 8)])
+def test_one_pass_block_histograms_equal_the_gathered_ones(height, width, block):
+    """The 2-D histogram over (block number, grey level) counts exactly what gathering each block
+    and counting it does, the pixels right of / below the last whole block left out."""
+    from dflab.detectors.handcrafted.block_dct import block_histogram_dct, block_view
+
+    plane = np.random.default_rng(height).integers(0, 256, (height, width), dtype=np.uint8)
+    plane[: height // 2] //= 16  # runs of few levels, as in flat skin
+    blocks = block_view(plane, block, block)
+    one_pass = block_histogram_dct(blocks, 32, plane, block)
+    gathered = block_histogram_dct(blocks, 32)
+    assert one_pass.shape == (len(blocks), 32)
+    np.testing.assert_array_equal(one_pass, gathered)

@@ -136,3 +136,16 @@ def test_shared_task1_subsample(tmp_path):
     scores = detector.predict_proba(test)
     # 0.96 frame AUC with all of Task_1/development; 3 frames per video still separate well.
     assert roc_auc_score(test["label"], scores) > 0.8
+
+
+@pytest.mark.parametrize("shape", [(224, 224), (7, 13), (1100, 1000)])
+def test_level_counts_are_the_exact_histogram(shape):
+    """Counted in lanes (small maps) or in one histogram (maps over a megapixel): the same counts as
+    np.bincount, on a map of few levels (the slow case for one histogram) and on noise."""
+    from dflab.detectors.handcrafted.ela import level_counts
+
+    rng = np.random.default_rng(shape[0])
+    for error in (rng.integers(0, 6, shape).astype(np.uint8), rng.integers(0, 256, shape).astype(np.uint8)):
+        counts = level_counts(error)
+        assert counts.dtype == np.float64 and counts.shape == (256,)
+        np.testing.assert_array_equal(counts, np.bincount(error.ravel(), minlength=256))

@@ -142,15 +142,42 @@ def block_dct_coefficients(blocks: np.ndarray, count: int, magnitude: str = "log
     return np.log1p(np.abs(kept)) if magnitude == "log" else kept
 
 
-def block_histogram_dct(blocks: np.ndarray, count: int) -> np.ndarray:
-    """First ``count`` coefficients of the DCT-II of each uint8 block's normalised 256-bin histogram."""
+def block_histogram_dct(blocks: np.ndarray, count: int, plane: np.ndarray | None = None,
+                        stride: int | None = None) -> np.ndarray:
+    """First ``count`` coefficients of the DCT-II of each uint8 block's normalised 256-bin histogram.
+    ``plane``, ``stride``: the plane the blocks tile (when ``stride`` is the block size), which lets
+    every block's histogram be counted in one pass over the plane."""
     n = len(blocks)
+    block = blocks.shape[-1]
+    if plane is not None and stride == block and n < 255 and plane.size <= _BLOCK_IDS_MAX_PIXELS:
+        ids = _block_ids(plane.shape[0], plane.shape[1], block)
+        # One 2-D histogram over (block number, grey level): the same counts as the bincount below,
+        # without gathering the blocks first (40 against 90 µs for a 224x224 image).
+        counts = cv2.calcHist([ids, plane], [0, 1], None, [n, 256], [0, n, 0, 256])
+        return (counts @ _histogram_basis(count).T) / float(blocks[0].size)
     # One bincount for every block: block i's grey level g lands in bin i * 256 + g (16-bit bin
     # numbers when they fit: a quarter of the memory traffic of 64-bit ones).
     offsets = (np.arange(n, dtype=np.uint16 if n <= 256 else np.intp) * 256)[:, None]
     counts = np.bincount((blocks.reshape(n, -1) + offsets).ravel(), minlength=n * 256).reshape(n, 256)
     basis = _histogram_basis(count)
     return (counts.astype(np.float32) @ basis.T) / float(blocks[0].size)
+
+
+#: Planes up to this many pixels count their block histograms in one pass (their block-number
+#: image is kept, one per plane size).
+_BLOCK_IDS_MAX_PIXELS = 1 << 20
+
+
+@lru_cache(maxsize=8)
+def _block_ids(height: int, width: int, block: int) -> np.ndarray:
+    """uint8 (height, width): each pixel's block number in a tiling by ``block`` (row-major, as
+    :func:`block_view`), 255 for the pixels right of / below the last whole block."""
+    rows, cols = grid_shape(height, width, block, block)
+    ids = np.full((height, width), 255, np.uint8)
+    numbers = np.arange(rows * cols, dtype=np.uint8).reshape(rows, cols)
+    ids[:rows * block, :cols * block] = np.repeat(np.repeat(numbers, block, axis=0), block, axis=1)
+    ids.setflags(write=False)
+    return ids
 
 
 @lru_cache(maxsize=8)
@@ -208,7 +235,7 @@ class BlockDCTFeatures:
         if self.dct_coefficients:
             parts.append(block_dct_coefficients(blocks, self.dct_coefficients, self.magnitude))
         if self.hist_coefficients:
-            parts.append(block_histogram_dct(blocks, self.hist_coefficients))
+            parts.append(block_histogram_dct(blocks, self.hist_coefficients, gray, self.stride))
         if self.ela_coefficients:
             ela = ela_map(image, self.ela_quality, color=True)
             parts.append(block_dct_coefficients(block_view(ela, self.block, self.stride), self.ela_coefficients,

@@ -20,6 +20,7 @@ from the map's integer histogram (``np.percentile(..., method="inverted_cdf")`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -78,9 +79,34 @@ def cell_means(error: np.ndarray, grid: int) -> np.ndarray:
     return (sums / np.outer(np.diff(ys), np.diff(xs))).ravel()
 
 
+#: Consecutive pixels are counted in different histograms ("lanes"), then added: an ELA map has
+#: few distinct levels, and counting runs of one value into one bin waits on that bin each time
+#: (a 224x224 map: 72 µs in one histogram, 33 µs in 8 lanes, same counts).
+_LANES = 8
+
+
+#: Maps up to this many pixels use lanes (their lane image is kept, one per map size).
+_LANES_MAX_PIXELS = 1 << 20
+
+
+@lru_cache(maxsize=8)
+def _lane_image(height: int, width: int) -> np.ndarray:
+    lanes = (np.arange(height * width) % _LANES).astype(np.uint8).reshape(height, width)
+    lanes.setflags(write=False)
+    return lanes
+
+
+def level_counts(error: np.ndarray) -> np.ndarray:
+    """How many pixels of a uint8 map have each level 0..255: (256,) float64."""
+    if error.size > _LANES_MAX_PIXELS:
+        return cv2.calcHist([error], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    lanes = _lane_image(*error.shape)
+    return cv2.calcHist([lanes, error], [0, 1], None, [_LANES, 256], [0, _LANES, 0, 256]).sum(axis=0, dtype=np.float64)
+
+
 def map_statistics(error: np.ndarray) -> np.ndarray:
     """Mean, std, 50/90/99th percentiles (inverted CDF, from the histogram) and max of a uint8 map."""
-    counts = cv2.calcHist([error], [0], None, [256], [0, 256]).ravel()
+    counts = level_counts(np.ascontiguousarray(error))
     cumulative = np.cumsum(counts, dtype=np.float64)
     # inverted CDF: the smallest level whose cumulative count reaches p% of the pixels
     percentiles = np.searchsorted(cumulative, _FRACTIONS * cumulative[-1], side="left")
