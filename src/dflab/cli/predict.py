@@ -14,7 +14,7 @@ from dflab.cli.common import (Aggregation, FaceDetectorName, FaceDetectorOption,
                               WorkersOption, _existing, _output_dir, _output_file, app, out_console)
 from dflab.cli.export import Backend, BackendOption
 from dflab.inference.models import identity_scorer, load_scorer
-from dflab.runtime.progress import is_quiet, printable, set_quiet
+from dflab.runtime.progress import info, is_quiet, printable, set_quiet
 
 
 @app.command("predict")
@@ -23,7 +23,10 @@ def predict_command(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
     detector: Optional[str] = typer.Option(
         None, "--detector", "-d", help="A ready-to-use detector (default: the shipped dflab-face)."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the scores as CSV."),
+    csv: Optional[Path] = typer.Option(
+        None, "--csv", help="Also write the scores as CSV, a chunk at a time; an existing one written by the same "
+                            "settings is resumed (only the files not in it are scored)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --csv file instead of resuming it."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
     threshold: Optional[float] = typer.Option(
         None, min=0.0, max=1.0,
@@ -54,7 +57,8 @@ def predict_command(
     import pandas as pd
 
     from dflab.inference.distributed import predict_on_cluster, scorer_loader
-    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, predict_in_chunks
+    from dflab.inference.outputs import PredictionsCSV, ResumeError
+    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, model_threshold, predict_in_chunks
     from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
     set_quiet(quiet)
@@ -74,31 +78,60 @@ def predict_command(
     options = PredictOptions(
         threshold=threshold, faces=FacesMode(faces).value, frames=frames, aggregation=Aggregation(aggregation).value,
         face_detector=FaceDetectorName(face_detector).value, heatmap_dir=heatmap)
+    table, done = None, frozenset()
+    if csv:
+        try:
+            out = PredictionsCSV(csv, _run_settings(scorer, model, reference, options), PREDICTION_COLUMNS,
+                                 overwrite=overwrite)
+        except ResumeError as err:
+            raise UserError(str(err)) from None
+        done = out.done
+        if done:
+            left = len(out.left(files))
+            note = "; --json holds this run's files only" if json_out else ""
+            info(escape(f"resuming {csv}: {len(files) - left} of {len(files)} files already scored, {left} left{note}"))
     # Each chunk's rows are printed and appended to the CSV as they come (memory stays flat however
     # many files); only --json, one document, gathers every chunk's details until the end.
     # On a cluster the chunks come in the order they finish: the same rows, in another order.
     gathered = {"rows": [], "photos": [], "videos": []}
-    with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
-        chunks = predict_in_chunks(scorer, files, options) if on_cluster is None else \
-            predict_on_cluster(on_cluster, files, options)
-        for number, result in enumerate(chunks):
-            table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
-            _write_predictions(table, result, csv, first=number == 0)
-            if json_out:
-                for key in gathered:
-                    gathered[key] += result[key]
+    result = {"threshold": model_threshold(scorer) if threshold is None else threshold, "framing": None, **gathered}
+    if len(out.left(files) if csv else files):
+        with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
+            chunks = predict_in_chunks(scorer, files, options, done=done) if on_cluster is None else \
+                predict_on_cluster(on_cluster, files, options, done=done)
+            for result in chunks:
+                table = pd.DataFrame(result["rows"], columns=PREDICTION_COLUMNS)
+                _write_predictions(table, result, out if csv else None)
+                if json_out:
+                    for key in gathered:
+                        gathered[key] += result[key]
     if json_out:
         _write_json_predictions({**result, **gathered}, scorer.name, json_out)
-    if len(files) == 1 and len(table) == 1 and table["verdict"].iloc[0] == "error":
+    if len(files) == 1 and table is not None and len(table) == 1 and table["verdict"].iloc[0] == "error":
         raise UserError(f"{files[0]}: {table['error'].iloc[0]}")
 
 
-def _write_predictions(rows, result: dict, csv, *, first: bool) -> None:
-    """Print one chunk's rows and add them to the CSV (a new file for the first chunk)."""
+def _run_settings(scorer, model: Optional[Path], reference: Optional[Path], options) -> dict:
+    """What the CSV's rows depend on: a resumed run must have the same (see dflab.inference.outputs)."""
+    from dflab import __version__
+    from dflab.runtime.files import sha256_file
+
+    model_file = None
+    if model is not None:
+        model_file = model / "config.json" if model.is_dir() else model
+    return {"dflab": __version__, "detector": scorer.name, "model": str(model.resolve()) if model is not None else None,
+            "model_sha256": sha256_file(model_file) if model_file is not None and model_file.is_file() else None,
+            "reference": str(reference.resolve()) if reference is not None else None,
+            "threshold": options.threshold, "faces": options.faces, "frames": options.frames,
+            "aggregation": options.aggregation, "face_detector": options.face_detector}
+
+
+def _write_predictions(rows, result: dict, out) -> None:
+    """Print one chunk's rows and add them to the CSV (``out``, a PredictionsCSV, or None)."""
     import numpy as np
 
-    if csv:  # file names that are not UTF-8 are written back as the bytes they are
-        rows.to_csv(csv, index=False, errors="surrogateescape", mode="w" if first else "a", header=first)
+    if out is not None:
+        out.append(rows)
     for row in rows.itertuples():
         score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
         face = f"  face {row.face} [{row.box}]" if row.face != "" else ""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Optional, Sequence
 
-from dflab.inference import predict
 from dflab.inference.models import load_scorer
-from dflab.inference.predict import PredictOptions, predict_files
+from dflab.inference.predict import PredictOptions, predict_files, prediction_chunks, without_done
 
 if TYPE_CHECKING:  # dask itself is imported by the caller that starts the cluster
     from dflab.runtime.cluster import OnCluster
@@ -23,13 +22,10 @@ def scorer_loader(model: Optional[Path], detector: Optional[str], backend: str =
 
 
 def predict_on_cluster(cluster: OnCluster, files: Sequence[str | Path], options: PredictOptions = PredictOptions(),
-                       *, chunk_size: int | None = None) -> Iterator[dict]:
+                       *, chunk_size: int | None = None, done: Collection[str] = frozenset()) -> Iterator[dict]:
     """:func:`~dflab.inference.predict.predict_in_chunks` on the cluster: each chunk's result yielded
     as it finishes (chunks finish out of order; the rows within a chunk keep their order)."""
-    files = [Path(f) for f in files]
-    # The single-machine chunks: every file is scored in the same batch as without a cluster, since a
-    # batch's shape decides how BLAS sums it (other batches would change scores in the last digit).
-    size = chunk_size or predict.PREDICT_CHUNK
-    chunks = [files[start:start + size] for start in range(0, len(files), size)]
+    # The single-machine chunks: every file is scored in the same batch as without a cluster.
+    chunks = prediction_chunks([Path(f) for f in files], chunk_size=chunk_size, done=done)
     for _, result in cluster.map(partial(predict_files, options=options), chunks):
-        yield result
+        yield without_done(result, done)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -112,14 +112,32 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
             "photos": photos, "videos": video_details}
 
 
+def prediction_chunks(files: Sequence[str | Path], *, chunk_size: int | None = None,
+                      done: Collection[str] = frozenset()) -> list[list]:
+    """The chunks ``files`` are scored in, :data:`PREDICT_CHUNK` at a time: the same on one machine,
+    on a cluster and when resuming, since a batch's shape decides how BLAS sums it (other chunks would
+    change scores in the last digit). Chunks whose files are all in ``done`` are left out."""
+    size = chunk_size or PREDICT_CHUNK
+    chunks = [list(files[start:start + size]) for start in range(0, len(files), size)]
+    return [chunk for chunk in chunks if not all(str(file) in done for file in chunk)]
+
+
+def without_done(result: dict, done: Collection[str]) -> dict:
+    """A chunk's result less the rows and details of the files in ``done`` (already written)."""
+    if not done:
+        return result
+    return {**result, "rows": [row for row in result["rows"] if str(row["path"]) not in done],
+            "photos": [photo for photo in result["photos"] if str(photo["path"]) not in done],
+            "videos": [video for video in result["videos"] if str(video["video"]) not in done]}
+
+
 def predict_in_chunks(scorer, files: Sequence[str | Path], options: PredictOptions = PredictOptions(), *,
-                      chunk_size: int | None = None) -> Iterator[dict]:
-    """:func:`predict_files` over ``files`` a chunk (default :data:`PREDICT_CHUNK`) at a time, each
+                      chunk_size: int | None = None, done: Collection[str] = frozenset()) -> Iterator[dict]:
+    """:func:`predict_files` over ``files`` a chunk (:func:`prediction_chunks`) at a time, each
     chunk's result yielded as it is done, so that a caller writing them out holds one chunk's images,
-    scores and rows at a time."""
-    chunk_size = chunk_size or PREDICT_CHUNK
-    for start in range(0, len(files), chunk_size):
-        yield predict_files(scorer, files[start:start + chunk_size], options)
+    scores and rows at a time. ``done``: files already scored (a resumed run), not yielded again."""
+    for chunk in prediction_chunks(files, chunk_size=chunk_size, done=done):
+        yield without_done(predict_files(scorer, chunk, options), done)
 
 
 def prediction_payload(result: dict, detector_name: str) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ import pandas as pd
 
 from dflab.detectors import Detector
 from dflab.media.images import failure_reason
+from dflab.runtime.files import append_csv, drop_partial_last_line
 
 if TYPE_CHECKING:  # the cluster engine (dask) is imported only by runs that use one
     from dflab.runtime.cluster import OnCluster
@@ -38,7 +38,7 @@ def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: P
     scored = (score(detector, chunk) for chunk in chunks) if cluster is None else \
         (rows for _, rows in cluster.map(score, chunks))
     for rows in scored:
-        append_scores(scores_file, rows)
+        append_csv(scores_file, rows)
     everything = read_scores(scores_file)
     return everything[(everything["task"] == task) & (everything["detector"] == detector_name)
                       & everything["path"].isin(set(manifest["path"]))].reset_index(drop=True)
@@ -58,38 +58,10 @@ def score_rows(detector: Detector, chunk: pd.DataFrame, *, task: str, detector_n
 def read_scores(path: Path) -> pd.DataFrame:
     if not Path(path).exists():
         return pd.DataFrame(columns=SCORE_COLUMNS)
-    _drop_partial_last_line(Path(path))
+    drop_partial_last_line(path)
     frame = pd.read_csv(path, dtype={"video": str, "error": str, "path": str}, keep_default_na=False,
                         na_values={"score": ["", "nan", "NaN"]}, encoding_errors="surrogateescape")
     return frame
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    """A run killed while appending can leave half a row: cut the file back to its last full line
-    (those rows are scored again), so that no half-written score is ever read back."""
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb+") as handle:
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        block = min(size, 1 << 20)
-        handle.seek(size - block)
-        tail = handle.read(block)
-        cut = tail.rfind(b"\n")
-        handle.truncate(size - block + cut + 1 if cut >= 0 else 0)
-
-
-def append_scores(path: Path, rows: pd.DataFrame) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = not path.exists() or path.stat().st_size == 0
-    # File names that are not UTF-8 are written back as the bytes they are.
-    with open(path, "a", newline="", errors="surrogateescape") as handle:
-        rows.to_csv(handle, header=header, index=False)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def skipped_files(scores: pd.DataFrame) -> list[dict]:
