@@ -65,9 +65,9 @@ def score_photos(scorer, files: Sequence[Path], *, framing: FaceFraming, thresho
 
 #: Faces given to the network in one call at most; each call's count is rounded up to an even number.
 #: A heap that keeps its freed memory fragments under batches of every size: the ready detector on
-#: 100 batches of 1-16 random sizes grew from 1.34 to 1.77 GB, and stayed within 6% of its size after
-#: a warm-up over the even sizes, largest first (:func:`network_batch_sizes`), for no measurable
-#: extra time (measured 2026-12-02, benchmarks/RESULTS.md).
+#: 100 batches of 1-16 random sizes grew from 1.49 to 1.61 GB, and stayed at 1.41 GB from the start
+#: after a warm-up over the even sizes, largest first (:func:`network_batch_sizes`), in the same
+#: time (benchmarks/bench_batch_memory.py, benchmarks/RESULTS.md).
 NETWORK_BATCH = 16
 
 
