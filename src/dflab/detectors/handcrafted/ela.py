@@ -49,12 +49,12 @@ def ela_image(image: np.ndarray, quality: int = 90) -> np.ndarray:
 
 
 def ela_map(image: np.ndarray, quality: int = 90, color: bool = False) -> np.ndarray:
-    """The ELA map used for features: (H, W) uint8. Grayscale: |Y - JPEG(Y)|; colour: the mean of the
-    three channels' errors, rounded."""
+    """The ELA map used for features: (H, W) uint8. Grayscale: |Y - JPEG(Y)| (``image`` RGB, or already
+    grey (H, W)); colour: the mean of the three channels' errors, rounded."""
     if color:
         error = cv2.absdiff(image, jpeg_round_trip(image, quality, encoder=ELA_ENCODER))
         return cv2.transform(error, np.full((1, 3), 1.0 / 3.0))  # saturating round of the channel mean
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     return cv2.absdiff(gray, jpeg_round_trip(gray, quality, encoder=ELA_ENCODER))
 
 
@@ -73,10 +73,22 @@ def cell_means(error: np.ndarray, grid: int) -> np.ndarray:
         error = cv2.resize(error, (max(width, grid), max(height, grid)), interpolation=cv2.INTER_NEAREST)
         height, width = error.shape
     integral = cv2.integral(error)  # (H + 1, W + 1) running sums
+    rows, cols, areas = _cell_layout(height, width, grid)
+    corners = integral[rows, cols].astype(np.int64)
+    sums = corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]
+    return (sums / areas).ravel()
+
+
+@lru_cache(maxsize=32)
+def _cell_layout(height: int, width: int, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cell corners' rows (grid + 1, 1) and columns (1, grid + 1) in the integral image, and the
+    cells' areas (grid, grid) as float64."""
     ys = (np.arange(grid + 1) * height) // grid
     xs = (np.arange(grid + 1) * width) // grid
-    sums = np.diff(np.diff(integral[np.ix_(ys, xs)].astype(np.float64), axis=0), axis=1)
-    return (sums / np.outer(np.diff(ys), np.diff(xs))).ravel()
+    areas = np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)
+    for array in (ys, xs, areas):
+        array.setflags(write=False)
+    return ys[:, None], xs[None, :], areas
 
 
 #: Consecutive pixels are counted in different histograms ("lanes"), then added: an ELA map has
@@ -138,8 +150,9 @@ class ELAFeatures:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         parts = []
+        picture = image if self.color else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # grey once, for every quality
         for quality in self.qualities:
-            error = ela_map(image, quality, self.color)
+            error = ela_map(picture, quality, self.color)
             parts += [cell_means(error, self.grid), map_statistics(error)]
         return np.log1p(np.concatenate(parts)).astype(np.float32)
 
