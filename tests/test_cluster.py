@@ -133,6 +133,15 @@ def test_predict_on_cluster_gives_the_single_process_rows(client, corpus, tmp_pa
     assert len(one) == 25 and (one["verdict"] == "error").sum() == 1
     pd.testing.assert_frame_equal(_sorted(many), _sorted(one))
 
+    # Cut as a killed run leaves it (2 chunks recorded, half a row more), then resumed on the cluster:
+    # the same rows as the single-process run.
+    record = clustered.with_name(clustered.name + ".run.json")
+    lines = clustered.read_text().splitlines(keepends=True)
+    clustered.write_text("".join(lines[:11]) + lines[11][:9])
+    record.write_text(json.dumps({**json.loads(record.read_text()), "rows": 10}))
+    assert _dflab(monkeypatch, *common, "--csv", clustered, "--cluster", address) == 0
+    pd.testing.assert_frame_equal(_sorted(pd.read_csv(clustered, keep_default_na=False)), _sorted(one))
+
 
 def test_evaluate_on_cluster_gives_the_same_scores_and_metrics_and_resumes(client, corpus, tmp_path,
                                                                            monkeypatch) -> None:
