@@ -1,4 +1,5 @@
-"""Test-wide settings: a private feature cache, quiet output, and the location of ../shared."""
+"""Test-wide settings: a private feature cache, quiet output, the location of ../shared, and a tiny
+trained model for the commands' tests."""
 
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ def _isolated_cache(tmp_path_factory):
     mp.setenv("DFLAB_QUIET", "1")
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_ela_model(tmp_path_factory) -> Path:
+    """An ``ela-logreg`` model folder trained on 16 generated 40 px images (smooth against noisy)."""
+    import numpy as np
+
+    from dflab.detectors import create
+
+    rng = np.random.default_rng(0)
+    images = [rng.normal(128, 10 + 25 * (i % 2), (40, 40, 3)).clip(0, 255).astype(np.uint8) for i in range(16)]
+    folder = tmp_path_factory.mktemp("tiny-ela") / "ela"
+    create("ela-logreg", workers=1, cache_dir=str(folder.parent / "cache")).fit((images, np.arange(16) % 2)).save(folder)
+    return folder
 
 
 def require_shared(*parts: str) -> Path:

@@ -13,17 +13,7 @@ import pytest
 from PIL import Image
 
 from dflab.inference import predict
-from dflab.detectors import create
 from dflab.detectors.handcrafted.ela import ELADetector
-
-
-@pytest.fixture(scope="module")
-def ela_model(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    images = [rng.normal(128, 10 + 25 * (i % 2), (40, 40, 3)).clip(0, 255).astype(np.uint8) for i in range(16)]
-    folder = tmp_path_factory.mktemp("bounded") / "ela"
-    create("ela-logreg", workers=1, cache_dir=str(folder.parent / "cache")).fit((images, np.arange(16) % 2)).save(folder)
-    return folder
 
 
 @pytest.fixture()
@@ -41,7 +31,7 @@ def _dflab(monkeypatch, *args) -> None:
     main()
 
 
-def test_predict_scores_a_chunk_at_a_time_and_writes_each_before_the_next(ela_model, image_folder, tmp_path,
+def test_predict_scores_a_chunk_at_a_time_and_writes_each_before_the_next(tiny_ela_model, image_folder, tmp_path,
                                                                         monkeypatch):
     monkeypatch.setattr(predict, "PREDICT_CHUNK", 4)
     csv = tmp_path / "scores.csv"
@@ -53,7 +43,7 @@ def test_predict_scores_a_chunk_at_a_time_and_writes_each_before_the_next(ela_mo
         return original(self, images, **kwargs)
 
     monkeypatch.setattr(ELADetector, "predict_proba", watched)
-    _dflab(monkeypatch, "predict", image_folder, "--model", ela_model, "--faces", "whole", "--csv", csv,
+    _dflab(monkeypatch, "predict", image_folder, "--model", tiny_ela_model, "--faces", "whole", "--csv", csv,
            "--json", tmp_path / "scores.json", "-q", "--workers", "1")
     assert seen == [(4, 0), (4, 4), (2, 8)]
     table = pd.read_csv(csv)
@@ -63,10 +53,10 @@ def test_predict_scores_a_chunk_at_a_time_and_writes_each_before_the_next(ela_mo
     assert [row["path"] for row in payload["results"]] == table["path"].tolist()  # every chunk in the JSON
 
 
-def test_predict_in_chunks_yields_before_the_input_is_done(ela_model, image_folder):
+def test_predict_in_chunks_yields_before_the_input_is_done(tiny_ela_model, image_folder):
     from dflab.detectors import load_detector
 
-    scorer = load_detector(ela_model, workers=1)
+    scorer = load_detector(tiny_ela_model, workers=1)
     files = sorted(image_folder.glob("*.jpg"))
     chunks = predict.predict_in_chunks(scorer, files, predict.PredictOptions(faces="whole"), chunk_size=3)
     first = next(chunks)  # a generator: one chunk is scored, the rest not yet

@@ -13,19 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dflab.detectors import create
 from dflab.inference import predict
 from dflab.inference.outputs import PredictionsCSV, ResumeError
 from dflab.inference.predict import PREDICTION_COLUMNS
-
-
-@pytest.fixture(scope="module")
-def ela_model(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    images = [rng.normal(128, 10 + 25 * (i % 2), (40, 40, 3)).clip(0, 255).astype(np.uint8) for i in range(16)]
-    folder = tmp_path_factory.mktemp("resume") / "ela"
-    create("ela-logreg", workers=1, cache_dir=str(folder.parent / "cache")).fit((images, np.arange(16) % 2)).save(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +46,10 @@ def _predict(monkeypatch, capsys, folder, model, csv, *extra):
                   "--workers", "1", *extra)
 
 
-def test_a_cut_csv_is_completed_to_the_uninterrupted_one(ela_model, image_folder, tmp_path, monkeypatch, capsys):
+def test_a_cut_csv_is_completed_to_the_uninterrupted_one(tiny_ela_model, image_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(predict, "PREDICT_CHUNK", 4)
     whole = tmp_path / "whole.csv"
-    assert _predict(monkeypatch, capsys, image_folder, ela_model, whole)[0] == 0
+    assert _predict(monkeypatch, capsys, image_folder, tiny_ela_model, whole)[0] == 0
     expected = whole.read_bytes()
     assert len(pd.read_csv(whole)) == 12
     lines = expected.split(b"\n")
@@ -78,7 +68,7 @@ def test_a_cut_csv_is_completed_to_the_uninterrupted_one(ela_model, image_folder
             return original(scorer, files, options, **kwargs)
 
         monkeypatch.setattr(predict, "predict_files", watched)
-        code, output = _predict(monkeypatch, capsys, image_folder, ela_model, cut)
+        code, output = _predict(monkeypatch, capsys, image_folder, tiny_ela_model, cut)
         monkeypatch.setattr(predict, "predict_files", original)
         assert code == 0, output
         assert cut.read_bytes() == expected
@@ -88,24 +78,24 @@ def test_a_cut_csv_is_completed_to_the_uninterrupted_one(ela_model, image_folder
         if finished:
             assert f"{finished} of 12 files already scored" in output
     # Run again when complete: nothing left to score, the CSV unchanged.
-    code, output = _predict(monkeypatch, capsys, image_folder, ela_model, whole)
+    code, output = _predict(monkeypatch, capsys, image_folder, tiny_ela_model, whole)
     assert code == 0 and "12 of 12 files already scored, 0 left" in output and whole.read_bytes() == expected
 
 
-def test_other_settings_or_a_foreign_csv_are_refused_and_overwrite_starts_anew(ela_model, image_folder, tmp_path,
+def test_other_settings_or_a_foreign_csv_are_refused_and_overwrite_starts_anew(tiny_ela_model, image_folder, tmp_path,
                                                                               monkeypatch, capsys):
     csv = tmp_path / "scores.csv"
-    assert _predict(monkeypatch, capsys, image_folder, ela_model, csv)[0] == 0
-    code, output = _predict(monkeypatch, capsys, image_folder, ela_model, csv, "--threshold", "0.7")
+    assert _predict(monkeypatch, capsys, image_folder, tiny_ela_model, csv)[0] == 0
+    code, output = _predict(monkeypatch, capsys, image_folder, tiny_ela_model, csv, "--threshold", "0.7")
     assert code == 2 and "written with other settings (threshold)" in output and "--overwrite" in output
     assert len(output.strip().splitlines()) == 1
-    code, output = _predict(monkeypatch, capsys, image_folder, ela_model, csv, "--threshold", "0.7", "--overwrite")
+    code, output = _predict(monkeypatch, capsys, image_folder, tiny_ela_model, csv, "--threshold", "0.7", "--overwrite")
     assert code == 0 and "already scored" not in output
     table = pd.read_csv(csv, keep_default_na=False)
     assert len(table) == 12 and set(table.loc[table["error"] == "", "verdict"]) <= {"real", "fake"}
     foreign = tmp_path / "mine.csv"
     foreign.write_text("a,b\n1,2\n")
-    code, output = _predict(monkeypatch, capsys, image_folder, ela_model, foreign)
+    code, output = _predict(monkeypatch, capsys, image_folder, tiny_ela_model, foreign)
     assert code == 2 and "was not written by dflab predict" in output and foreign.read_text() == "a,b\n1,2\n"
 
 
