@@ -35,7 +35,8 @@ def tiny_ela_model(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     images = [rng.normal(128, 10 + 25 * (i % 2), (40, 40, 3)).clip(0, 255).astype(np.uint8) for i in range(16)]
     folder = tmp_path_factory.mktemp("tiny-ela") / "ela"
-    create("ela-logreg", workers=1, cache_dir=str(folder.parent / "cache")).fit((images, np.arange(16) % 2)).save(folder)
+    detector = create("ela-logreg", workers=1, cache_dir=str(folder.parent / "cache"))
+    detector.fit((images, np.arange(16) % 2)).save(folder)
     return folder
 
 
