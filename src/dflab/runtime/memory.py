@@ -43,17 +43,25 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("DFLAB_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get("DFLAB_KEEP_FREED_MEMORY", "1") == "0":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD,
                                                                                     _TRIM_THRESHOLD))
     return _applied
+
+
+def _glibc_function(name: str):
+    """glibc's function ``name`` through ctypes; None off Linux or on another C library (e.g. musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def is_keeping_freed_memory() -> bool:
@@ -77,12 +85,8 @@ def release_freed_memory() -> bool:
     of changing shapes fragments its heap: the serving benchmark grew from 1.42 to 1.58 GB over 500
     requests, each new mix of sizes leaving holes the next could not reuse. Trimming now and then
     bounds that; trimming after every batch would bring the page faults back. True when trimmed."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    trim = _glibc_function("malloc_trim")
+    if trim is None:
         return False
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     trim(0)
