@@ -50,7 +50,14 @@ def test_features_match_reference(color):
 
 def test_statistics_match_numpy():
     rng = np.random.default_rng(0)
-    for values in (rng.integers(0, 40, (50, 70)), rng.integers(0, 256, (3, 5)), np.zeros((4, 4), int)):
+    # ELA-like maps (few levels: read level by level, 99th percentile at 16 and past it at 17 or
+    # more) and noise (read from the histogram).
+    few_levels = [rng.geometric(0.5, (224, 224)) - 1, rng.integers(0, 17, (224, 224)), rng.integers(0, 18, (224, 224))]
+    assert [int(np.percentile(values, 99, method="inverted_cdf")) for values in few_levels[1:]] == [16, 17]
+    # Exactly half the pixels at 0: the 50th percentile is 0, on either path.
+    halves = [np.repeat([0, 1], 50).reshape(10, 10), np.repeat([0, 200], 50).reshape(10, 10)]
+    for values in (*few_levels, *halves, rng.integers(0, 40, (50, 70)), rng.integers(0, 256, (3, 5)),
+                   np.zeros((4, 4), int)):
         error = values.astype(np.uint8)
         expected = [error.mean(), error.std(), *np.percentile(error, (50, 90, 99), method="inverted_cdf"),
                     error.max()]
@@ -149,3 +156,16 @@ def test_level_counts_are_the_exact_histogram(shape):
         counts = level_counts(error)
         assert counts.dtype == np.float64 and counts.shape == (256,)
         np.testing.assert_array_equal(counts, np.bincount(error.ravel(), minlength=256))
+
+
+def test_cell_means_are_exact_on_big_maps():
+    """Cell means from the integral image, exact on a map whose pixel sum passes int32 (9 megapixels
+    of level 255) and on one whose cells split unevenly."""
+    from dflab.detectors.handcrafted.ela import cell_means
+
+    bright = np.full((3000, 3000), 255, np.uint8)
+    np.testing.assert_array_equal(cell_means(bright, 8), np.full(64, 255.0))
+    uneven = np.random.default_rng(5).integers(0, 256, (37, 61), dtype=np.uint8)
+    edges_y, edges_x = (np.arange(9) * 37) // 8, (np.arange(9) * 61) // 8
+    expected = [uneven[edges_y[r]:edges_y[r + 1], edges_x[c]:edges_x[c + 1]].mean() for r in range(8) for c in range(8)]
+    np.testing.assert_allclose(cell_means(uneven, 8), expected, rtol=1e-12)
