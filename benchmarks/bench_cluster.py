@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_memory import generate_faces  # noqa: E402
 
+from dflab.runtime.progress import set_quiet  # noqa: E402
+
 TARGET_EFFICIENCY = 0.8
 
 
@@ -89,6 +91,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
+    set_quiet(True)  # progress bars would land inside the table (the cluster workers inherit this)
     work = Path(tempfile.mkdtemp(prefix="dflab-bench-cluster-", dir=args.workdir))
     failed = False
     try:
