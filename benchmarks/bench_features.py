@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder searched recursively for images")
     parser.add_argument("--workers", type=int, default=features.default_workers())
     parser.add_argument("--limit", type=int, default=None, help="use this many files (spread over the folder)")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds (each times every limit and extractor once)")
+    parser.add_argument("--repeats", type=int, default=15, help="rounds (each times every limit and extractor once)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
