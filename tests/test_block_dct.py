@@ -3,6 +3,11 @@ bad inputs, a lab run on generated data and a subsampled run on ../shared."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -296,3 +301,39 @@ def test_one_pass_block_histograms_equal_the_gathered_ones(height, width, block)
     gathered = block_histogram_dct(blocks, 32)
     assert one_pass.shape == (len(blocks), 32)
     np.testing.assert_array_equal(one_pass, gathered)
+
+
+_KERNEL_SCRIPT = """
+import sys
+import numpy as np
+from dflab.detectors.handcrafted.block_dct import BlockDCTFeatures
+
+rng = np.random.default_rng(0)
+rows, cols = np.mgrid[0:224, 0:224]
+image = np.stack([120 + 60 * np.sin(rows / 17.0), 90 + 40 * np.cos(cols / 23.0), 70 + rows / 8.0], axis=-1)
+image = (image + rng.normal(0, 6, image.shape)).clip(0, 255).astype(np.uint8)
+blocks = rng.integers(0, 256, (49, 32, 32)).astype(np.float32)
+basis = rng.standard_normal((11, 32)).astype(np.float32)
+np.save(sys.argv[1], BlockDCTFeatures(stride=16)(image))
+np.save(sys.argv[2], basis @ blocks @ basis.T)
+"""
+
+
+def test_block_features_do_not_depend_on_the_blas_kernel(tmp_path):
+    """The same image gives the same features whichever matrix kernel the CPU gets: OpenBLAS's AVX2
+    and AVX-512 kernels round float32 products differently (up to 8e-4 in the log-DCT features,
+    which moved a Task 1 AUC by 0.016 between two machines); the products run in float64."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "avx512f" not in cpuinfo.read_text():
+        pytest.skip("needs a Linux CPU with AVX-512 to run both OpenBLAS kernels")
+    results = {}
+    for kernel in ("Haswell", "SkylakeX"):
+        out = tmp_path / kernel
+        env = {**os.environ, "OPENBLAS_CORETYPE": kernel, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-c", _KERNEL_SCRIPT, f"{out}-features.npy", f"{out}-float32.npy"],
+                       check=True, env=env, capture_output=True)
+        results[kernel] = [np.load(f"{out}-{name}.npy") for name in ("features", "float32")]
+    (haswell, haswell_float32), (skylake, skylake_float32) = results["Haswell"], results["SkylakeX"]
+    if np.array_equal(haswell_float32, skylake_float32):
+        pytest.skip("this NumPy's BLAS gives the same float32 products with both kernels")
+    np.testing.assert_allclose(haswell, skylake, rtol=0, atol=1e-9)
