@@ -3,11 +3,14 @@ cache and compare the sha256 of its ``scores.csv`` and ``scores_validation.csv``
 
     python benchmarks/check_lab_identical.py [--shared ../shared] [--out DIR]
 
-The reference digests were measured on 2026-12-02 with the code before the package layout of issue 15
-(commit e5e46c4), twice (identical both times), with
+The reference digests were measured on 2026-12-02 after the block DCT's products moved to float64
+(commit ccd1923), identical with OpenBLAS's AVX2 and AVX-512 kernels (``OPENBLAS_CORETYPE=Haswell``
+and ``SkylakeX``), with
 
     dflab lab --task1 ../shared/datasets/Task_1 --task23 ../shared/datasets/Task_2_3 \
         --detector ela-gb --detector block-dct --no-task3 --out OUT
+
+(Before, with float32 products, the digests depended on the CPU's kernel.)
 
 The paths in scores.csv are absolute: the digests hold for the data at /work/shared (this machine).
 Exit status 0 when both files are byte-identical, 1 when one differs, 2 when the data is missing.
@@ -25,8 +28,8 @@ import tempfile
 from pathlib import Path
 
 REFERENCE = {
-    "scores.csv": "cffffc48f863d7aff354b391d203d33f7e974fe5cfc8dde7c25a2fd0c96d091a",
-    "scores_validation.csv": "3086ae482d792494fd2d7d5363ce1fea6df1293fbc9755d9c1bc4f707a2770cb",
+    "scores.csv": "e31e35a4c5cac70a3f710e6a3d682b0bc3556ce3f359d5f0fed408f7918cbead",
+    "scores_validation.csv": "b91b31a4d6fbef694fba1ac9e2e7c2a84c9a0844a4e9a5dc5bded61bb7f34b5d",
 }
 
 
