@@ -151,3 +151,28 @@ def test_task3_data_joins_task3_training_and_tasks_3_keeps_the_others(tiny_lab, 
     assert f"{extra_root.name}/development ({n_extra})" in (out / "report.html").read_text()
     scores = pd.read_csv(out / "scores.csv")
     assert (scores["task"] == "task3").sum() == 32
+
+
+class _BatchShapedScores:
+    """Scores that depend on the batch a file is scored in, as BLAS's last digit does."""
+
+    def predict_proba(self, chunk, on_error="raise"):
+        return np.array([int(path[-5]) / 10 + len(chunk) / 1000 for path in chunk["path"]])
+
+
+def test_a_resumed_run_scores_every_file_in_the_batch_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    from dflab.lab import scoring
+
+    monkeypatch.setattr(scoring, "SCORE_CHUNK", 4)
+    manifest = pd.DataFrame({"dataset": "d", "path": [f"/data/{i}.png" for i in range(10)],
+                             "video": [str(i) for i in range(10)], "label": [i % 2 for i in range(10)]})
+    whole = scoring.score_manifest(_BatchShapedScores(), manifest, scores_file=tmp_path / "whole.csv",
+                                   task="task1", detector_name="d", split="evaluation")
+    # A run stopped after 5 rows: its second chunk (files 4-7) is half written.
+    cut = tmp_path / "cut.csv"
+    lines = (tmp_path / "whole.csv").read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:1 + 5]))
+    resumed = scoring.score_manifest(_BatchShapedScores(), manifest, scores_file=cut, task="task1",
+                                     detector_name="d", split="evaluation")
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert cut.read_text() == (tmp_path / "whole.csv").read_text()

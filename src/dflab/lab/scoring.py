@@ -30,15 +30,18 @@ def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: P
     on each worker), each appended as it finishes."""
     done = read_scores(scores_file)
     mine = done[(done["task"] == task) & (done["detector"] == detector_name)]
-    todo = manifest[~manifest["path"].isin(set(mine["path"]))]
+    written = set(mine["path"])
     score = partial(score_rows, task=task, detector_name=detector_name, split=split)
-    # The same chunks on a cluster: a batch's shape decides how BLAS sums it, so other chunks would
-    # change scores in the last digit.
-    chunks = [todo.iloc[start:start + SCORE_CHUNK] for start in range(0, len(todo), SCORE_CHUNK)]
+    # A batch's shape decides how BLAS sums it: the chunks are the same in every run (from the whole
+    # manifest, on a cluster too), and a chunk that a stopped run left half written is scored whole
+    # again, only its missing rows appended. Chunks of the remaining files alone would change their
+    # scores in the last digit.
+    chunks = [manifest.iloc[start:start + SCORE_CHUNK] for start in range(0, len(manifest), SCORE_CHUNK)]
+    chunks = [chunk for chunk in chunks if not chunk["path"].isin(written).all()]
     scored = (score(detector, chunk) for chunk in chunks) if cluster is None else \
         (rows for _, rows in cluster.map(score, chunks))
     for rows in scored:
-        append_csv(scores_file, rows)
+        append_csv(scores_file, rows[~rows["path"].isin(written)])
     everything = read_scores(scores_file)
     return everything[(everything["task"] == task) & (everything["detector"] == detector_name)
                       & everything["path"].isin(set(manifest["path"]))].reset_index(drop=True)
