@@ -66,6 +66,10 @@ def ela_visual(image: np.ndarray, quality: int = 90) -> np.ndarray:
     return ela / peak if peak > 0 else ela
 
 
+#: The largest map whose pixel sums fit an int32 integral image (every pixel at 255).
+_INT32_SUM_PIXELS = (2**31 - 1) // 255
+
+
 def cell_means(error: np.ndarray, grid: int) -> np.ndarray:
     """Mean of a uint8 map over a grid x grid lattice of cells (cell edges at ``i * size // grid``),
     from its integral image: (grid * grid,). Maps smaller than the grid are first repeated up to it."""
@@ -73,16 +77,12 @@ def cell_means(error: np.ndarray, grid: int) -> np.ndarray:
     if height < grid or width < grid:
         error = cv2.resize(error, (max(width, grid), max(height, grid)), interpolation=cv2.INTER_NEAREST)
         height, width = error.shape
-    # (H + 1, W + 1) running sums; int32 holds those of maps up to 8.4 megapixels, float64 (exact
-    # to 2**53) those of larger ones.
+    # (H + 1, W + 1) running sums, float64 (exact to 2**53) past int32's 8.4 megapixels.
     depth = cv2.CV_32S if error.size <= _INT32_SUM_PIXELS else cv2.CV_64F
     integral = cv2.integral(error, sdepth=depth)
     corners, combination, areas = _cell_layout(height, width, grid)
     sums = np.take(integral, corners).astype(np.float64) @ combination
     return sums / areas
-
-
-_INT32_SUM_PIXELS = (2**31 - 1) // 255
 
 
 @lru_cache(maxsize=32)
