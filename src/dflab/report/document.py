@@ -16,8 +16,8 @@ from typing import Any, Union
 import pandas as pd
 
 from dflab.report.plots import plot_robustness, save_figure, write_plots
-from dflab.report.tables import (CALIBRATION_NOTE, MISSING, _calibration_table, _frame_table, _meta_items,
-                                 _robustness_table, _threshold_table, _video_table)
+from dflab.report.tables import (CALIBRATION_NOTE, MATRIX_NOTE, MISSING, _calibration_table, _frame_table,
+                                 matrix_table, _meta_items, _robustness_table, _threshold_table, _video_table)
 
 SYNTHETIC_NOTICE = "Synthetic data — numbers say nothing about real deepfakes."
 
@@ -177,6 +177,8 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
     extra_meta = _meta_items(meta)
     if extra_meta:
         blocks.append(Table(["Setting", "Value"], [[k, v] for k, v in extra_meta], settings=True))
+    if metrics.get("matrix"):
+        blocks += [Heading("Across datasets"), Paragraph([MATRIX_NOTE]), Table(*matrix_table(metrics["matrix"]))]
     blocks += [Heading("Protocol"), Bullets([(name, text) for name, text in PROTOCOL]), Paragraph([SCORES_NOTE])]
 
     tasks_meta = metrics.get("tasks") or {}

@@ -190,3 +190,26 @@ def _calibration_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list
             row += [format_metric(measured.get("brier")), format_metric(measured.get("ece"))]
         rows.append(row)
     return header, rows
+
+
+MATRIX_NOTE = ("One model on several datasets. Video level: the mean P(fake) of a video's frames (image "
+               "datasets with one image per video: the image). Real called fake and fakes caught: at the "
+               "model's own video threshold, chosen on its development data before these datasets were "
+               "scored.")
+
+
+def _share(value: Any) -> str:
+    number = _finite_number(value)
+    return MISSING if number is None else f"{100 * number:.1f}%"
+
+
+def matrix_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["dataset", "split", "videos (real / fake)", "frames", "frame AUC [95% CI]", "frame EER",
+              "video AUC [95% CI]", "video EER", "threshold", "real called fake", "fakes caught"]
+    table = [[_plain(row.get("data", row.get("dataset"))), _plain(row.get("split")),
+              f"{_format_count(row.get('real_videos'))} / {_format_count(row.get('fake_videos'))}",
+              _format_count(row.get("frames")), format_metric(row.get("frame_auc"), row.get("frame_auc_ci")),
+              format_metric(row.get("frame_eer")), format_metric(row.get("video_auc"), row.get("video_auc_ci")),
+              format_metric(row.get("video_eer")), format_metric(row.get("threshold")),
+              _share(row.get("real_called_fake")), _share(row.get("fakes_caught"))] for row in rows]
+    return header, table

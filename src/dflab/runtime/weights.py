@@ -173,11 +173,27 @@ def verify(name: str, path: str | Path) -> Path:
 
 
 def load_torch_checkpoint(path: str | Path) -> dict:
-    """A third-party ``.pth`` state_dict, read with ``torch.load(weights_only=True)`` (no code runs).
-    Unwraps the common ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"net": ...}`` wrappers."""
+    """A state_dict: a ``.safetensors`` file, or a third-party ``.pth`` read with
+    ``torch.load(weights_only=True)`` (no code runs either way). Unwraps the common
+    ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"net": ...}`` wrappers of ``.pth`` files."""
     import pickle
 
     import torch
+
+    if Path(path).suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except FileNotFoundError:
+            raise WeightsError(f"{path}: weights file not found") from None
+        except (SafetensorError, OSError) as err:
+            raise WeightsError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+        # A dflab model file keeps its network under "model." (an fp16 one: trained on in float32).
+        if state and all(k.startswith("model.") for k in state):
+            state = {k[len("model."):]: v for k, v in state.items()}
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)

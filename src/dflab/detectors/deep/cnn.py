@@ -209,7 +209,10 @@ class CNNDetector(TorchDetector):
     ``crop_scale``: re-frame every image, in training and scoring alike, to ``crop_scale`` x its face
     box (:mod:`dflab.faces.framing`); None uses images as given. ``self_blend``: "only" trains on real
     images and their self-blended pseudo-fakes (:mod:`dflab.augment.sbi`; masks from the MTCNN landmarks),
-    "mix" adds the real fakes, "off" (default) trains on the data as labelled. ``test_flip``: score
+    "mix" adds the real fakes, "off" (default) trains on the data as labelled. ``augment_preset``:
+    "standard" or "shortcut" (:data:`dflab.augment.training.PRESETS`: wider rescaling and H.264
+    re-encoding, for real and fake faces alike). ``sbi_mask``: "landmarks" (MTCNN's, found on every
+    training image) or "ellipse" (fitted to an aligned face crop, no face detection). ``test_flip``: score
     each image as the mean logit of the image and its mirror (twice the scoring time). ``backend``:
     what runs the network when scoring, "auto", "torch" or "onnx" (:mod:`dflab.detectors.deep.onnx_backend`).
     """
@@ -223,6 +226,8 @@ class CNNDetector(TorchDetector):
     weight_decay: float = 0.01
     warmup_epochs: float = 0.5
     augment: bool = True
+    augment_preset: str = "standard"
+    sbi_mask: str = "landmarks"
     pretrained: bool = True
     freeze_backbone: bool = False
     weights: str | None = None

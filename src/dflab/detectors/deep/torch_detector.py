@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dflab.augment.sbi import sbi_grid
-from dflab.augment.training import Augmentation
+from dflab.augment.training import PRESETS as AUGMENTATIONS
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 from dflab.detectors.deep.onnx_backend import GRAPH_FILE, graph_from_state, scoring_network
 from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, _mirror_averaged, numpy_to_model,
@@ -75,6 +75,8 @@ class TorchDetector(Detector):
     # initialisation, one view per image at scoring, the network run as :mod:`~dflab.detectors.deep.onnx_backend` decides.
     crop_scale: float | None = None
     self_blend: str = "off"
+    augment_preset: str = "standard"
+    sbi_mask: str = "landmarks"
     pretrained: bool = False
     test_flip: bool = False
     device: str = "auto"
@@ -110,7 +112,7 @@ class TorchDetector(Detector):
 
     def _faces(self, sources) -> list | None:
         """Face locations for the crop policy and self-blend masks (None when neither is used)."""
-        if not self.crop_scale and self.self_blend == "off":
+        if not self.crop_scale and (self.self_blend == "off" or self.sbi_mask == "ellipse"):
             return None
         return locate_faces(sources, description=f"{self.name}: locating faces")
 
@@ -118,8 +120,13 @@ class TorchDetector(Detector):
         if faces is None:
             faces = self._faces(sources)
         return ImageDataset(sources, labels, input_size=self.input_size, mean=self.mean, std=self.std,
-                            augmentation=Augmentation() if (train and self.augment) else None, seed=self.seed,
+                            augmentation=self._augmentation() if (train and self.augment) else None, seed=self.seed,
                             faces=faces, crop_scale=self.crop_scale, blend=blend)
+
+    def _augmentation(self):
+        if self.augment_preset not in AUGMENTATIONS:
+            raise ValueError(f"augment_preset must be one of {', '.join(AUGMENTATIONS)}, not {self.augment_preset!r}")
+        return AUGMENTATIONS[self.augment_preset]
 
     def _training_set(self, train) -> ImageDataset:
         """The training images; with ``self_blend`` "only" every real image also appears self-blended
@@ -141,7 +148,7 @@ class TorchDetector(Detector):
         return self._dataset([sources[i] for i in order], np.r_[np.zeros(len(real)), np.ones(len(real) + len(fake))],
                              train=True, blend=np.r_[np.zeros(len(real), bool), np.ones(len(real), bool),
                                                      np.zeros(len(fake), bool)],
-                             faces=[faces[i] for i in order])
+                             faces=None if faces is None else [faces[i] for i in order])
 
     def self_blend_examples(self, sources, out_path, *, n: int = 4) -> Path | None:
         """A PNG grid of self-blended examples (real | blend | mask) of the first ``n`` sources, as
