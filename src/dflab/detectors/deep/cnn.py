@@ -213,7 +213,9 @@ class CNNDetector(TorchDetector):
     "standard" or "shortcut" (:data:`dflab.augment.training.PRESETS`: wider rescaling and H.264
     re-encoding, for real and fake faces alike). ``sbi_mask``: "landmarks" (MTCNN's, found on every
     training image) or "ellipse" (fitted to an aligned face crop, no face detection). ``test_flip``: score
-    each image as the mean logit of the image and its mirror (twice the scoring time). ``backend``:
+    each image as the mean logit of the image and its mirror (twice the scoring time). ``logit_scale``,
+    ``logit_shift``: Platt scaling of the logit, fitted on validation data after training (P(fake) =
+    sigmoid(scale x logit + shift)). ``backend``:
     what runs the network when scoring, "auto", "torch" or "onnx" (:mod:`dflab.detectors.deep.onnx_backend`).
     """
 
@@ -238,6 +240,8 @@ class CNNDetector(TorchDetector):
     crop_scale: float | None = None
     self_blend: str = "off"
     test_flip: bool = False
+    logit_scale: float = 1.0
+    logit_shift: float = 0.0
     seed: int = 0
     device: str = "auto"
     workers: int | None = 0

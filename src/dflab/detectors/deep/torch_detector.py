@@ -57,7 +57,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module | None = None) 
 
 
 #: Parameters that change how a trained network is run, not how it is trained.
-SCORING_ONLY_PARAMS = ("checkpoint_dir", "test_flip")
+SCORING_ONLY_PARAMS = ("checkpoint_dir", "test_flip", "logit_scale", "logit_shift")
 
 
 class TorchDetector(Detector):
@@ -79,6 +79,8 @@ class TorchDetector(Detector):
     sbi_mask: str = "landmarks"
     pretrained: bool = False
     test_flip: bool = False
+    logit_scale: float = 1.0
+    logit_shift: float = 0.0
     device: str = "auto"
     backend: str = "auto"
     # Fitted state: the training history and an exported graph, until there are some.
@@ -104,7 +106,10 @@ class TorchDetector(Detector):
         return {"detector": self.name, "params": params}
 
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        """P(fake) from the network's logit."""
+        """P(fake) from the network's logit, through the Platt scaling ``logit_scale`` x logit +
+        ``logit_shift`` fitted on validation data (1 and 0, the identity, until one is fitted)."""
+        if self.logit_scale != 1.0 or self.logit_shift != 0.0:
+            logits = self.logit_scale * np.asarray(logits, dtype=np.float64) + self.logit_shift
         return 1.0 / (1.0 + np.exp(-logits))
 
     def _device(self) -> torch.device:
