@@ -20,6 +20,7 @@ from dflab.data.files import is_video_file
 from dflab.detectors import Detector
 from dflab.media.images import failure_reason
 from dflab.runtime.files import append_csv, drop_partial_last_line
+from dflab.runtime.progress import progress_bar, quiet_progress
 
 if TYPE_CHECKING:  # the cluster engine (dask) is imported only by runs that use one
     from dflab.runtime.cluster import OnCluster
@@ -66,8 +67,12 @@ def score_manifest(detector: Detector, manifest: pd.DataFrame, *, scores_file: P
     chunks = [chunk for chunk in chunks if not chunk["path"].isin(sources_done).all()]
     scored = (score(detector, chunk) for chunk in chunks) if cluster is None else \
         (rows for _, rows in cluster.map(score, chunks))
-    for rows in scored:
-        append_csv(scores_file, rows[~rows["path"].isin(written)])
+    n_videos = sum(1 for chunk in chunks if chunk["path"].map(is_video_file).any())
+    with progress_bar(f"{detector_name}: {task}: videos", n_videos) as advance:
+        for rows in scored:
+            append_csv(scores_file, rows[~rows["path"].isin(written)])
+            if rows["path"].map(scored_source).map(is_video_file).any():
+                advance(1)
     everything = read_scores(scores_file)
     wanted = set(manifest["path"]) | set(videos["path"])
     return everything[(everything["task"] == task) & (everything["detector"] == detector_name)
@@ -94,7 +99,8 @@ def _video_rows(detector: Detector, row, *, task: str, detector_name: str, split
                 frames_per_video: int) -> pd.DataFrame:
     from dflab.inference.video import predict_video
 
-    result = predict_video(detector, row.path, n_frames=frames_per_video, framing=detector.face_framing)
+    with quiet_progress():  # one bar over the videos, not one per video
+        result = predict_video(detector, row.path, n_frames=frames_per_video, framing=detector.face_framing)
     common = {"task": task, "detector": detector_name, "dataset": row.dataset, "split": split, "video": row.video,
               "label": row.label}
     if result["status"] != "ok":

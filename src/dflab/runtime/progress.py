@@ -47,6 +47,20 @@ def warn(message: str) -> None:
                                soft_wrap=True)
 
 
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No progress bars or informational lines inside (the work of one step of an outer bar)."""
+    before = os.environ.get("DFLAB_QUIET")
+    os.environ["DFLAB_QUIET"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DFLAB_QUIET", None)
+        else:
+            os.environ["DFLAB_QUIET"] = before
+
+
 #: A bar appears once a task has run this long: sub-second work needs none, and drawing one costs
 #: milliseconds, a measurable share of scoring a small batch with a fast network.
 SHOW_AFTER_S = 0.5
