@@ -159,14 +159,15 @@ def main() -> None:
         "calibration": calibration_record,
         "framing": previous_info.get("framing"), "framing_measured_on": previous_info.get("framing_measured_on"),
         "training_sets": training_sets, "n_train": trained.get("n_train"), "n_valid": len(both),
-        "recipe": trained.get("recipe"), "init": "dflab-face version 1 (src/dflab/ready/dflab-face, "
-                                                 f"sha256 {previous_info.get('files_sha256', '')})",
+        "recipe": trained.get("recipe"), "init": f"the weights given to train_ready_v2.py --init ({trained.get('init')})",
         "training_command": "python benchmarks/train_ready_v2.py --shared ../shared --out out/ready2",
         "seed": trained.get("seed", 0), "test_flip": test_flip,
         "test_flip_choice": {"valid_auc": {"off": valid_auc[False], "on": valid_auc[True]},
                              "faces_per_second": {"off": speed[False], "on": speed[True]}},
         "history": getattr(detector, "training_", {}).get("history"),
     }
+    # The file trained from is named in info["init"]; a path of the build machine in the parameters is not shipped.
+    detector.set_params(weights=None)
     if args.out.exists():
         shutil.rmtree(args.out)
     detector.save(args.out, info=info, float16=True)

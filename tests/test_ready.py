@@ -43,12 +43,19 @@ def test_the_shipped_file_loads_and_its_hash_matches_the_card():
 
     tensors = load_file(str(arrays))
     assert {str(t.dtype) for t in tensors.values() if t.dtype.kind == "f"} == {"float16"}
-    for needle in ("Task_2_3/evaluation", "Task_1/evaluation", "research", "threshold", "dfdc_pool"):
+    for needle in ("Task_2_3/evaluation", "Task_1/evaluation", "research", "threshold", "dfdc_pool",
+                   "Across databases", "real called fake", "Calibration", "Self-blended"):
         assert needle in card
     detector = create(DEFAULT_READY).fit()
     assert detector.is_fitted() and not detector.trainable and available()[DEFAULT_READY].family == "ready"
     info = detector.model_info_
     assert 0 < info["thresholds"]["frame"] < 1 and detector.face_framing.scale > 0
+    assert f"{info['thresholds']['frame']:.4f}" in card and info["version"] == 2
+    # The card states the intended false-alarm rate, and the rate measured where the threshold was chosen.
+    for rates in info["validation_rates"].values():
+        assert rates["real_called_fake"] <= info["intended_false_alarms"]
+    params = config["params"]
+    assert params["weights"] is None and (params["logit_scale"], params["logit_shift"]) != (1.0, 0.0)
 
 
 def test_a_damaged_shipped_file_is_refused(tmp_path):

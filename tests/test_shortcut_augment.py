@@ -78,3 +78,19 @@ def test_ellipse_self_blending_finds_no_faces_and_labels_every_blend_fake(tmp_pa
     assert error == "" and label == 1.0 and blended.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="augment_preset"):
         create("efficientnet-lite0", augment_preset="strong")._augmentation()
+
+
+def test_the_shipped_calibration_is_platt_scaling_of_the_network_logit():
+    from scipy.special import expit, logit
+
+    from dflab.detectors import load_detector
+
+    detector = load_detector(ready_model_dir())
+    scale, shift = detector.logit_scale, detector.logit_shift
+    faces = [np.ascontiguousarray(skimage_data.astronaut()[30:250, 150:330]),
+             np.ascontiguousarray(skimage_data.astronaut()[40:240, 160:320][:, ::-1])]
+    calibrated = detector.predict_proba(faces)
+    detector.set_params(logit_scale=1.0, logit_shift=0.0)
+    raw = detector.predict_proba(faces)
+    np.testing.assert_allclose(calibrated, expit(scale * logit(raw) + shift), rtol=1e-5)
+    assert not np.allclose(calibrated, raw)
