@@ -51,7 +51,7 @@ def train_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    data_paths: List[Path] = typer.Argument(..., metavar="DATA...",
+    data_paths: List[Path] = typer.Argument(..., metavar="DATA",
                                             help="Dataset folders or manifests (several: one matrix across them)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Trained model folder or .zip."),
     detector: Optional[str] = typer.Option(None, "--detector", "-d", help="A ready-to-use (pretrained) detector."),
