@@ -142,3 +142,12 @@ def test_the_shared_cross_database_samples_in_one_matrix(tmp_path):
     matrix = pd.read_csv(tmp_path / "m" / "matrix.csv")
     assert list(matrix["real_videos"]) == [3, 2] and list(matrix["fake_videos"]) == [4, 2]
     assert matrix["video_auc"].between(0, 1).all() and matrix["real_called_fake"].between(0, 1).all()
+
+
+def test_a_dataset_where_nothing_can_be_scored_says_why_in_one_line(tmp_path):
+    gradient = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    for name in ("real/a.mp4", "fake/b.mp4"):
+        write_video(tmp_path / "faceless" / name, [gradient] * 3)
+    result = run("evaluate", tmp_path / "faceless", "--frames", 2, "--out", tmp_path / "ev")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nothing could be scored" in result.stderr and "no face" in result.stderr

@@ -72,6 +72,10 @@ def evaluate_datasets(scorer: Detector, sets: list[EvaluationSet], out: Path, *,
         scores = score_manifest(scorer, evaluation_set.manifest, scores_file=out / "scores.csv",
                                 task=evaluation_set.name, detector_name=name, split=evaluation_set.split,
                                 cluster=cluster, frames_per_video=frames_per_video)
+        if not scores["score"].notna().any():
+            reasons = scores.loc[scores["error"].astype(str) != "", "error"].astype(str)
+            raise data.DataError(f"{evaluation_set.label}: nothing could be scored ({len(evaluation_set.manifest)} "
+                                 "files" + (f"; first reason: {reasons.iloc[0]}" if len(reasons) else "") + ")")
         result = metrics.evaluate_levels(scores[["video", "label", "score"]], thresholds=thresholds, n_boot=n_boot,
                                          seed=seed)
         title = f"{name} on {evaluation_set.label} ({evaluation_set.split})"
