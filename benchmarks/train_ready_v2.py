@@ -19,16 +19,18 @@ read here.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from dflab import data
 from dflab.detectors import create
+from dflab.detectors.registry import parse_params
 from dflab.lab.config import LabConfig
 from dflab.lab.protocol import prepare_manifests
 from dflab.runtime.memory import keep_freed_memory
+
+DETECTOR = "efficientnet-lite0"
 
 #: The recipe: every parameter that differs from a registered efficientnet-lite0's defaults.
 RECIPE = {"self_blend": "mix", "sbi_mask": "ellipse", "augment_preset": "shortcut", "epochs": 2, "lr": 1e-4,
@@ -37,7 +39,7 @@ RECIPE = {"self_blend": "mix", "sbi_mask": "ellipse", "augment_preset": "shortcu
 
 def training_data(shared: Path, out: Path, pool_per_label: int, seed: int = 0) -> dict[str, pd.DataFrame]:
     datasets = shared / "datasets"
-    config = LabConfig(task1=datasets / "Task_1", task23=datasets / "Task_2_3", detectors=["efficientnet-lite0"],
+    config = LabConfig(task1=datasets / "Task_1", task23=datasets / "Task_2_3", detectors=[DETECTOR],
                        out=out, seed=seed, task3_data=[datasets / "dfdc_pool"], tasks=(3,))
     manifests = prepare_manifests(config)
     pool = manifests["task3_extra"]
@@ -62,11 +64,8 @@ def main() -> None:
     parts = training_data(args.shared, args.out, args.pool_per_label)
     for name in ("train", "valid"):
         data.save_manifest(parts[name], args.out / "manifests" / f"v2_{name}.csv")
-    recipe = dict(RECIPE)
-    for item in args.param:
-        key, value = item.split("=", 1)
-        recipe[key] = json.loads(value) if value[:1] in "0123456789-[{tf" and value not in ("true", "false") else value
-    detector = create("efficientnet-lite0", weights=str(args.init), checkpoint_dir=str(args.out / "model.checkpoints"),
+    recipe = {**RECIPE, **parse_params(args.param, [DETECTOR]).get(DETECTOR, {})}
+    detector = create(DETECTOR, weights=str(args.init), checkpoint_dir=str(args.out / "model.checkpoints"),
                       **recipe)
     print(f"training on {len(parts['train'])} faces ({int((parts['train']['label'] == 0).sum())} real, each also "
           f"self-blended), validation {len(parts['valid'])}; recipe {recipe}")

@@ -47,7 +47,8 @@ class Augmentation:
             image = jpeg_round_trip(image, quality, encoder="opencv")
         # Drawn only when enabled, so that the presets without it keep their random stream (and models).
         if self.h264 > 0 and rng.random() < self.h264:
-            image = h264_round_trip(np.ascontiguousarray(image), int(rng.integers(self.h264_crf[0], self.h264_crf[1] + 1)))
+            crf = int(rng.integers(self.h264_crf[0], self.h264_crf[1] + 1))
+            image = h264_round_trip(np.ascontiguousarray(image), crf)
         return np.ascontiguousarray(image)
 
     def _colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -41,7 +41,8 @@ def ready_models() -> list[str]:
 @dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register(DEFAULT_READY, family="ready",
           description="Ready to use, shipped with the package: EfficientNet-Lite0 trained on public DFDC + "
-                      "UADFV faces and self-blended pseudo-fakes, calibrated; finds and frames faces itself (see `dflab weights list` and its model card)")
+                      "UADFV faces and self-blended pseudo-fakes, calibrated; finds and frames faces itself "
+                      "(see `dflab weights list` and its model card)")
 class ReadyDetector(Detector):
     """A shipped model, loaded (and its hashes checked) on first use; otherwise the detector it holds."""
 

@@ -1,4 +1,5 @@
-"""``scores.csv``: every file scored once per task and detector, appended as it goes, so an interrupted run resumes where it stopped.
+"""``scores.csv``: every file scored once per task and detector, appended as it goes, so an interrupted
+run resumes where it stopped.
 
 Images are scored in chunks of :data:`SCORE_CHUNK`. A video is scored as ``dflab predict`` scores it
 (:func:`dflab.inference.video.predict_video`: frames sampled evenly, the largest face of each cut as

@@ -1,5 +1,6 @@
 """One detector on one dataset, outside the protocol: ``dflab train`` (train, choose the thresholds on
-the validation part, save) and ``dflab evaluate`` (score, metrics with CIs, report; on several datasets, a cross-database matrix)."""
+the validation part, save) and ``dflab evaluate`` (score, metrics with CIs, report; on several datasets,
+a cross-database matrix)."""
 
 from __future__ import annotations
 

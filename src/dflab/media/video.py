@@ -397,7 +397,8 @@ def h264_round_trip(image: np.ndarray, crf: int) -> np.ndarray:
     codec = av.CodecContext.create("libx264", "w")
     codec.width, codec.height, codec.pix_fmt = padded.shape[1], padded.shape[0], "yuv420p"
     codec.options = {"crf": str(int(crf)), "preset": "ultrafast", "tune": "zerolatency"}
-    packets = codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24")) + codec.encode(None)
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24")
+    packets = codec.encode(frame) + codec.encode(None)
     decoder = av.CodecContext.create("h264", "r")
     frames = [frame for packet in packets for frame in decoder.decode(packet)] + list(decoder.decode(None))
     if not frames:
