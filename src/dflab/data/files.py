@@ -31,29 +31,47 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _child_dirs(folder: Path) -> dict[str, Path]:
-    """Sub-folders of ``folder`` by lower-cased name (layout folder names are matched case-insensitively)."""
+#: Unreadable entries already reported: a layout is detected, then scanned, each listing the root again.
+_REPORTED: set[str] = set()
+
+
+def _children(folder: Path, want_dirs: bool) -> dict[str, Path]:
+    """Sub-folders (or files) of ``folder`` by lower-cased name: layout folder names are matched
+    case-insensitively. A link that points nowhere or into a loop is passed over with a warning:
+    a class folder that is such a link would otherwise leave its class empty without a word."""
+    from dflab.runtime.progress import warn
+
     found: dict[str, Path] = {}
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
         return found
     for entry in entries:
-        if not _is_hidden(entry.name) and entry.is_dir():
+        if _is_hidden(entry.name):
+            continue
+        try:
+            wanted = entry.is_dir() if want_dirs else entry.is_file()
+            if not wanted and entry.is_symlink() and not os.path.exists(entry.path):
+                raise FileNotFoundError(2, "a dangling link", entry.path)
+        except OSError as error:
+            reason = "a dangling link" if isinstance(error, FileNotFoundError) else error.strerror
+            message = f"{entry.path}: skipped, not readable ({reason})"
+            if message not in _REPORTED:
+                _REPORTED.add(message)
+                warn(message)
+            continue
+        if wanted:
             found.setdefault(entry.name.lower(), Path(entry.path))
     return found
+
+
+def _child_dirs(folder: Path) -> dict[str, Path]:
+    """Sub-folders of ``folder`` by lower-cased name (layout folder names are matched case-insensitively)."""
+    return _children(folder, want_dirs=True)
 
 
 def _child_files(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return found
-    for entry in entries:
-        if not _is_hidden(entry.name) and entry.is_file():
-            found.setdefault(entry.name.lower(), Path(entry.path))
-    return found
+    return _children(folder, want_dirs=False)
 
 
 def _short_listing(folder: Path, limit: int = 8) -> str:

@@ -110,6 +110,24 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def drop_duplicated_rows(manifest: pd.DataFrame, source: str | os.PathLike[str]) -> pd.DataFrame:
+    """``manifest`` without rows that repeat a file already listed in the same split, with a warning
+    naming ``source``: counted twice, a file would weigh double in every count and metric. DataError
+    when the repeats disagree on the label."""
+    duplicated = manifest.duplicated(subset=["path", "split"], keep="first")
+    if not duplicated.any():
+        return manifest
+    repeated = manifest[manifest["path"].isin(manifest.loc[duplicated, "path"])]
+    labels = repeated.groupby("path")["label"].nunique()
+    if (labels > 1).any():
+        raise DataError(f"{source}: {labels.index[labels > 1][0]} is listed as both real and fake")
+    from dflab.runtime.progress import warn
+
+    warn(f"{source}: {int(duplicated.sum())} duplicated row(s) dropped "
+         f"(e.g. {manifest.loc[duplicated, 'path'].iloc[0]})")
+    return manifest[~duplicated].reset_index(drop=True)
+
+
 def load_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a manifest written by ``save_manifest`` (or by hand); relative paths are resolved
     against the file's folder. DataError naming the file when columns or labels are wrong."""
@@ -137,7 +155,7 @@ def load_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     for column in ("split", "video", "dataset"):
         table[column] = table[column].astype(str)
     extras = [c for c in table.columns if c not in MANIFEST_COLUMNS]
-    return table[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
+    return drop_duplicated_rows(table[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True), path)
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dflab.data.manifest import DataError, _normalise
+from dflab.data.manifest import DataError, _normalise, drop_duplicated_rows
 
 
 def _scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
@@ -26,15 +26,7 @@ def _scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
     elif "dataset" not in table:
         table["dataset"] = csv_path.resolve().parent.name
     manifest = _normalise(table, csv_path)
-    duplicated = manifest.duplicated(subset=["path", "split"], keep="first")
-    if duplicated.any():
-        conflicting = manifest[manifest["path"].isin(manifest.loc[duplicated, "path"])].groupby("path")["label"].nunique()
-        if (conflicting > 1).any():
-            raise DataError(f"{csv_path}: {conflicting.index[conflicting > 1][0]} is listed as both real and fake")
-        from dflab.runtime.progress import warn
-
-        warn(f"{csv_path}: {int(duplicated.sum())} duplicated row(s) dropped (e.g. {manifest.loc[duplicated, 'path'].iloc[0]})")
-        manifest = manifest[~duplicated].reset_index(drop=True)
+    manifest = drop_duplicated_rows(manifest, csv_path)
     missing = [p for p in manifest["path"] if not os.path.exists(p)]
     if missing:
         raise DataError(
