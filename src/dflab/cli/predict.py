@@ -58,7 +58,8 @@ def predict_command(
 
     from dflab.inference.distributed import predict_on_cluster, scorer_loader
     from dflab.inference.outputs import PredictionsCSV, ResumeError
-    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, model_threshold, predict_in_chunks
+    from dflab.inference.predict import (PREDICTION_COLUMNS, PredictOptions, left_out_predictions, model_threshold,
+                                         predict_in_chunks)
     from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
     set_quiet(quiet)
@@ -66,11 +67,13 @@ def predict_command(
     csv, json_out = _output_file(csv, "--csv"), _output_file(json_out, "--json")
     if heatmap is not None:
         _output_dir(heatmap, "--heatmap")
+    left_out: list[tuple[str, str]] = []
     if target.is_dir():
-        files = media_files(target)
+        files, left_out = media_files(target)
         if not files:
+            found = f"; left out {len(left_out)} file(s), e.g. {left_out[0][0]}: {left_out[0][1]}" if left_out else ""
             raise UserError(f"{target}: no image or video files found "
-                            f"({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
+                            f"({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}){found}")
     else:
         files = [target]
     scorer = load_scorer(model, detector, workers, Backend(backend).value) if reference is None \
@@ -95,6 +98,11 @@ def predict_command(
     # On a cluster the chunks come in the order they finish: the same rows, in another order.
     gathered = {"rows": [], "photos": [], "videos": []}
     result = {"threshold": model_threshold(scorer) if threshold is None else threshold, "framing": None, **gathered}
+    left_out_rows = [row for row in left_out_predictions(left_out) if row["path"] not in done]
+    if left_out_rows:  # listed first, as rows like a bad file's, so that a run says what it did not score
+        table = pd.DataFrame(left_out_rows, columns=PREDICTION_COLUMNS)
+        _write_predictions(table, {"videos": []}, out if csv else None)
+        gathered["rows"] += left_out_rows
     if len(out.left(files) if csv else files):
         with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
             chunks = predict_in_chunks(scorer, files, options, done=done) if on_cluster is None else \

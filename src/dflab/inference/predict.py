@@ -164,6 +164,12 @@ def prediction_payload(result: dict, detector_name: str) -> dict:
     return json.loads(json.dumps(plain(payload)))
 
 
+def left_out_predictions(left_out: Sequence[tuple[str, str]]) -> list[dict]:
+    """One row per file a folder run did not score (``media_files``'s ``(path, reason)``): verdict
+    ``skipped``, the reason in ``error``."""
+    return [_row(path, verdict="skipped", error=reason) for path, reason in left_out]
+
+
 def _row(path, *, face="", box="", p_fake=float("nan"), verdict="error", error="") -> dict:
     return {"path": str(path), "face": face, "box": box, "p_fake": float(p_fake), "verdict": verdict, "error": error}
 
