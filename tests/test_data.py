@@ -365,7 +365,7 @@ def test_every_stage_takes_the_same_files(tmp_path):
         for name in names:
             (tmp_path / label / name).write_bytes(b"x")
     scanned = {Path(p).name for p in scan(tmp_path, layout="realfake")["path"]}
-    predicted = {Path(p).name for p in media_files(tmp_path)}
+    predicted = {Path(p).name for p in media_files(tmp_path)[0]}
     extracted = {s.path.name for s in expand_sources(tmp_path)}
     assert scanned == predicted == extracted == set(names) - {"e.txt"}
 
