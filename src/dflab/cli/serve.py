@@ -54,6 +54,7 @@ def serve_command(
     sock.listen(128)
     sock.set_inheritable(True)
 
+    import signal
     import threading
 
     import uvicorn
@@ -75,6 +76,11 @@ def serve_command(
     # PyTorch's OpenMP work ran 1.6-1.8x slower on a second thread here (benchmarks/RESULTS.md).
     http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dflab-serve-http", daemon=True)
     http.start()
+
+    def stop_on_term(signum, frame):  # a service manager's stop: shut down as on Ctrl+C, not mid-write
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         app.state.scoring.run_here()
     except KeyboardInterrupt:
@@ -83,3 +89,4 @@ def serve_command(
         server.should_exit = True
         app.state.scoring.stop()
         http.join(timeout=10)
+        app.state.scoring.discard_waiting()  # uploads queued when it stopped: deleted, not left in /tmp

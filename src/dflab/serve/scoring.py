@@ -191,6 +191,20 @@ class Scoring:
             self.stopping = True
             self.arrived.notify()
 
+    def discard_waiting(self) -> int:
+        """On shutdown: the jobs not yet taken are failed (503) and their uploads deleted, so that a
+        stopped server leaves no upload behind; how many there were."""
+        with self.lock:
+            dropped, self.waiting = list(self.waiting), deque()
+        for job in dropped:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            job.status, job.http_status, job.error = "failed", 503, "the server stopped before scoring this file"
+            job.finished = time.monotonic()
+            self.release()
+            for wake in list(job.waiters):
+                wake()
+        return len(dropped)
+
     def _next_batch(self) -> list[Job]:
         """The oldest job, and with a photo the photos queued right behind it (within the batch limits);
         waits for one; [] once stopped and nothing is left."""
