@@ -157,7 +157,11 @@ def test_video_from_shared_with_job_progress(client, upload_root):
     assert body["results"][0]["verdict"] in ("real", "fake")
     assert len(video_result["heatmaps"]) == len(video_result["frame_scores"])
     assert all(url.startswith("data:image/png;base64,") for url in video_result["heatmaps"])
-    assert "/" not in json.dumps({k: v for k, v in video_result.items() if k != "heatmaps"}).replace("\\/", "")
+    persons = [{k: v for k, v in person.items() if k != "thumbnail"} for person in video_result["persons"]]
+    assert persons and all(p["thumbnail"].startswith("data:image/png;base64,") for p in video_result["persons"])
+    assert video_result["person"] == max(persons, key=lambda p: p["p_fake"])["person"]
+    no_pictures = {k: v for k, v in video_result.items() if k not in ("heatmaps", "persons")}
+    assert "/" not in json.dumps({**no_pictures, "persons": persons}).replace("\\/", "")
     assert client.get("/api/jobs/no-such-job").status_code == 404
 
 

@@ -140,6 +140,24 @@ def test_page_scores_a_real_face_and_shows_bad_files(server, browser, tmp_path):
         assert json.load(answer)["status"] == "ok"
 
 
+def test_page_draws_one_curve_per_person_of_a_video(server, browser, tmp_path):
+    from .test_video_persons import _two_people
+
+    video = _two_people(tmp_path / "two.mp4")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(server)
+    page.set_input_files("#file", str(video))
+    page.wait_for_selector("#video:not([hidden])", timeout=180_000)
+    assert page.locator("#chart polyline").count() == 2
+    legend = page.locator("#chart text.legend").all_text_contents()
+    assert len(legend) == 2 and sum("(verdict)" in text for text in legend) == 1, legend
+    assert "the most fake of 2 people" in page.text_content("#summary")
+    page.screenshot(path=str(tmp_path / "persons.png"), full_page=True)
+    assert not errors, errors
+
+
 def _wait_until(page, expression: str, timeout_s: float = 60.0) -> None:
     """Poll ``expression`` from the test side: page.wait_for_function evaluates a string predicate inside
     the page with eval, which the page's Content-Security-Policy (script-src 'self') rightly refuses

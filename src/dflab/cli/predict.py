@@ -142,7 +142,7 @@ def _write_predictions(rows, result: dict, out) -> None:
         out.append(rows)
     for row in rows.itertuples():
         score = "      -" if np.isnan(row.p_fake) else f"{row.p_fake:7.3f}"
-        face = f"  face {row.face} [{row.box}]" if row.face != "" else ""
+        face = "" if row.face == "" else (f"  face {row.face} [{row.box}]" if row.box else f"  person {row.face}")
         extra = f"  ({row.error})" if row.error else ""
         out_console.print(escape(printable(f"{score}  {row.verdict:7}  {row.path}{face}{extra}")), highlight=False)
     for detail in result["videos"]:
@@ -150,6 +150,10 @@ def _write_predictions(rows, result: dict, out) -> None:
             out_console.print(escape(printable(f"         {detail['video']}: {detail['aggregation']} over "
                                                f"{detail['frames_with_face']}/{detail['frames']} frames with a face")),
                               highlight=False)
+            if len(detail["persons"]) > 1:  # the video takes its most-fake person's verdict
+                out_console.print(escape("         " + "; ".join(
+                    f"person {person['person']}: {person['p_fake']:.3f} over {person['frames']} frames"
+                    for person in detail["persons"])), highlight=False)
 
 
 def _write_json_predictions(result: dict, detector_name: str, json_out: Path) -> None:

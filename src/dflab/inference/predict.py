@@ -103,8 +103,8 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
         ok = result["status"] == "ok" and result["p_fake"] == result["p_fake"]
         verdict = verdict_of(result["p_fake"], threshold) if ok else \
             ("no face" if result["status"] == "no_face" else "error")
-        rows.append(_row(video, p_fake=result["p_fake"], verdict=verdict,
-                         error="" if ok else (result.get("reason") or result["status"])))
+        rows.append(_row(video, face="" if result["person"] is None else result["person"], p_fake=result["p_fake"],
+                         verdict=verdict, error="" if ok else (result.get("reason") or result["status"])))
         video_details.append(result)
         if on_frames is not None:
             on_frames(result["frames"], result["frames"])

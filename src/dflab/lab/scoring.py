@@ -107,9 +107,10 @@ def _video_rows(detector: Detector, row, *, task: str, detector_name: str, split
     if result["status"] != "ok":
         frames = [{**common, "path": row.path, "score": float("nan"), "error": result["reason"] or result["status"]}]
     else:
+        # The frames of the person whose verdict the video takes, as predict gives it (one row per frame).
         frames = [{**common, "path": f"{row.path}{FRAME_MARK}{frame['frame_index']}", "score": frame["p_fake"],
                    "error": "" if np.isfinite(frame["p_fake"]) else "face crop could not be scored"}
-                  for frame in result["frame_scores"]]
+                  for frame in result["frame_scores"] if frame["person"] == result["person"]]
     return pd.DataFrame(frames, columns=SCORE_COLUMNS)
 
 

@@ -200,6 +200,9 @@ function renderVideo(result, threshold, summary) {
     summary.append(result.file + ": ");
     summary.append(verdictSpan(row.verdict, row.verdict));
     summary.append(" · P(fake) " + fmt(video.p_fake));
+    if (video.persons && video.persons.length > 1) {
+      summary.append(" · the most fake of " + video.persons.length + " people (person " + video.person + ")");
+    }
     $("details").textContent = "Model " + result.detector + ", threshold " + threshold.toFixed(3) + " · aggregation " +
       video.aggregation + " over " + video.frames_with_face + " of " + video.frames + " sampled frames with a face" +
       (video.reason ? " (" + video.reason + ")" : "") + " · " + result.elapsed_s + " s";
@@ -255,15 +258,25 @@ function drawChart(video, threshold) {
   }
   svg.append(el("text", { x: L + 6, y: 12, "text-anchor": "start" }, "P(fake)"));
   svg.append(el("line", { x1: L, x2: W - R, y1: y(threshold), y2: y(threshold), class: "threshold" }));
-  const pts = scores.filter((f) => f.p_fake !== null);
-  if (pts.length) {
-    svg.append(el("polyline", { class: "line", points: pts.map((f) => x(f.timestamp) + "," + y(f.p_fake)).join(" ") }));
-  }
+  // One curve per person (faces followed over the frames); the video takes its most-fake person's verdict.
+  const persons = video.persons && video.persons.length ? video.persons : [{ person: 0 }];
+  persons.forEach((person, k) => {
+    const pts = scores.filter((f) => f.p_fake !== null && (f.person === undefined || f.person === person.person));
+    if (pts.length) {
+      svg.append(el("polyline", { class: "line person-" + (k % 4), "data-person": person.person,
+                                  points: pts.map((f) => x(f.timestamp) + "," + y(f.p_fake)).join(" ") }));
+    }
+    if (persons.length > 1) {
+      const label = "person " + person.person + ": " + fmt(person.p_fake) + (person.person === video.person ? " (verdict)" : "");
+      svg.append(el("text", { x: W - R, y: 12 + 14 * k, "text-anchor": "end", class: "legend person-" + (k % 4) }, label));
+    }
+  });
   scores.forEach((f, i) => {
     if (f.p_fake === null) return;
     const dot = el("circle", { cx: x(f.timestamp), cy: y(f.p_fake), r: 5, class: "pt " + (f.p_fake >= threshold ? "fake" : "real"),
                                "data-i": i, tabindex: 0 });
-    dot.append(el("title", {}, "frame " + f.frame_index + " (" + f.timestamp.toFixed(2) + " s): P(fake) " + fmt(f.p_fake)));
+    const who = persons.length > 1 && f.person !== undefined ? "person " + f.person + ", " : "";
+    dot.append(el("title", {}, who + "frame " + f.frame_index + " (" + f.timestamp.toFixed(2) + " s): P(fake) " + fmt(f.p_fake)));
     dot.addEventListener("click", () => chooseFrame(video, i));
     svg.append(dot);
   });
