@@ -71,8 +71,8 @@ def evaluate_command(
 ) -> None:
     """Score datasets with a model and write scores, metrics, plots and a report.
 
-    Videos are scored as `dflab predict` scores them (sampled frames, the largest face of each, the
-    mean P(fake) of the frames), with frame- and video-level metrics. With several datasets the
+    Videos are scored as `dflab predict` scores them (sampled frames, faces followed as persons, the
+    most-fake person's mean P(fake)), with frame- and video-level metrics. With several datasets the
     report opens with one row per dataset: AUC with CIs, EER, and at the model's own threshold the
     share of real videos called fake and of fakes caught (also in matrix.csv).
     """

@@ -52,8 +52,8 @@ def predict_command(
     """P(fake) for each image or video: printed, and optionally written as CSV/JSON.
 
     Photos: with the ready detector every face is found, framed as in training and scored (one row per
-    face). Videos: frames are sampled evenly, the largest face of each is cropped and scored, and the
-    frame scores are aggregated into the video's P(fake)."""
+    face). Videos: frames are sampled evenly, the faces in them are followed as persons, each person's
+    frame scores are aggregated, and the video takes its most-fake person's P(fake)."""
     import pandas as pd
 
     from dflab.inference.distributed import predict_on_cluster, scorer_loader

@@ -3,7 +3,8 @@ files in, one row per face / image / video out, with the per-photo and per-video
 
 Photos are scored face by face when the model records how its training crops frame a face (the
 ready detector does) or when asked (``faces="detect"``); otherwise an image is scored as it is
-given (a face crop). Videos: frames sampled evenly, the largest face of each scored, aggregated.
+given (a face crop). Videos: frames sampled evenly, faces followed as persons, each person's frames scored and
+aggregated, the video as fake as its most-fake person.
 """
 
 from __future__ import annotations

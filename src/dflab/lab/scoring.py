@@ -2,8 +2,9 @@
 run resumes where it stopped.
 
 Images are scored in chunks of :data:`SCORE_CHUNK`. A video is scored as ``dflab predict`` scores it
-(:func:`dflab.inference.video.predict_video`: frames sampled evenly, the largest face of each cut as
-the model's training crops were, scored) and written one video at a time: one row per scored frame,
+(:func:`dflab.inference.video.predict_video`: frames sampled evenly, faces followed as persons, cut
+as the model's training crops were, scored) and written one video at a time: one row per frame of the
+person whose verdict the video takes,
 its ``path`` the video's followed by :data:`FRAME_MARK` and the frame's index, so that frame- and
 video-level metrics group the frames by the video's id; a video without a usable face is one row
 with no score and the reason."""
