@@ -21,8 +21,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.modelfile import _SAFE_FILE_NAME, ModelFileError, _content_hash
-from dflab.detectors.deep.onnx_backend import GRAPH_FILE, OnnxBackend, check_graph, scoring_network
+from dflab.detectors.deep.onnx_backend import GRAPH_FILE, OnnxBackend, scoring_network
+from dflab.detectors.modelfile import _SAFE_FILE_NAME, ModelFileError, _content_hash, check_graph
 
 from .conftest import require_shared
 

@@ -27,6 +27,18 @@ CHECK_IMAGES = 4
 CHECK_TOLERANCE = 1e-3
 
 
+def exportable(detector):
+    """The detector whose network is exported: a ready detector's inner model, else the detector
+    itself; it must be a trained one-network PyTorch detector."""
+    from dflab.detectors.deep.torch_detector import TorchDetector
+
+    inner = detector.inner() if hasattr(detector, "inner") else detector
+    if not isinstance(inner, TorchDetector) or getattr(inner, "model_", None) is None:
+        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
+                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
+    return inner
+
+
 def export_command(
     model: str = typer.Argument(..., metavar="MODEL",
                                 help="A trained model folder or .zip, or a ready detector's name (dflab-face)."),
@@ -42,7 +54,7 @@ def export_command(
 
     from dflab.cli.common import UserError, _output_file, out_console
     from dflab.detectors import create, load_detector
-    from dflab.detectors.deep.onnx_backend import OPSET, OnnxBackend, attach_graph, export_graph, exportable
+    from dflab.detectors.deep.onnx_backend import OPSET, OnnxBackend, attach_graph, export_graph
     from dflab.detectors.modelfile import _SAFE_FILE_NAME
     from dflab.detectors.ready import ready_model_dir, ready_models
     from dflab.runtime.progress import set_quiet

@@ -128,11 +128,39 @@ def _deserialise_state(files: dict[str, bytes], config_state: dict, path) -> dic
         elif name.endswith(".skops"):
             state[name[: -len(".skops")]] = _load_skops(data, f"{path}/{name}")
         elif name.endswith(".onnx"):
-            from dflab.detectors.deep.onnx_backend import check_graph
-
             check_graph(data, f"{path}/{name}")
             state[name] = data
     return state
+
+
+def check_graph(graph: bytes, where: str | Path) -> None:
+    """Refuse a graph that is not ONNX or whose weights live in other files (external data: a path
+    the graph names, which would make onnxruntime read any file it points at)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load_model_from_string(graph)  # from bytes: external data is never read here
+    except (DecodeError, ValueError) as err:
+        raise ModelFileError(where, f"not a valid ONNX graph ({_one_line(err)})") from None
+    if not proto.graph.input or not proto.graph.output:
+        raise ModelFileError(where, "not a valid ONNX graph (no input or output)")
+    external = [tensor.name for tensor in _tensors(proto.graph)
+                if tensor.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ModelFileError(where, f"refusing an ONNX graph whose weights are in external files ({external[0][:80]})")
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: its initialisers and the tensors in node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
 
 
 def _check_safetensors_header(data: bytes, name: str) -> None:

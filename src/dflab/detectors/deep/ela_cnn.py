@@ -32,8 +32,8 @@ from torch import nn
 from dflab.augment.training import Augmentation
 from dflab.detectors.deep.tensors import IMAGENET_MEAN, IMAGENET_STD, UNIT_SCALE, ImageDataset, resize_square, to_tensor
 from dflab.detectors.deep.torch_detector import TorchDetector, grad_cam
-from dflab.detectors.handcrafted.ela import ela_image, ela_map
 from dflab.detectors.registry import register
+from dflab.media.ela import ela_image, ela_map
 from dflab.media.images import ImageLike, load_image
 
 #: Photo augmentation before the ELA: no blur, rescale or JPEG (see the module docstring).

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dflab.detectors.modelfile import CONFIG_FILE, ModelFileError, _content_hash, _one_line, read_model_files
+from dflab.detectors.modelfile import (CONFIG_FILE, ModelFileError, _content_hash, _one_line, check_graph,
+                                       read_model_files)
 from dflab.runtime.progress import info
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -57,36 +58,6 @@ def export_graph(network: nn.Module, input_size: int, *, opset: int = OPSET) -> 
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=({0: batch},), verbose=False)
     return program.model_proto.SerializeToString()
-
-
-def check_graph(graph: bytes, where: str | Path) -> None:
-    """Refuse a graph that is not ONNX or whose weights live in other files (external data: a path
-    the graph names, which would make onnxruntime read any file it points at)."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        proto = onnx.load_model_from_string(graph)  # from bytes: external data is never read here
-    except (DecodeError, ValueError) as err:
-        raise ModelFileError(where, f"not a valid ONNX graph ({_one_line(err)})") from None
-    if not proto.graph.input or not proto.graph.output:
-        raise ModelFileError(where, "not a valid ONNX graph (no input or output)")
-    external = [tensor.name for tensor in _tensors(proto.graph)
-                if tensor.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise ModelFileError(where, f"refusing an ONNX graph whose weights are in external files ({external[0][:80]})")
-
-
-def _tensors(graph):
-    """Every tensor a graph holds: its initialisers and the tensors in node attributes, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _tensors(subgraph)
 
 
 class OnnxBackend:
@@ -169,18 +140,6 @@ def graph_from_state(state: dict, network: nn.Module, where) -> OnnxBackend | No
     if len(graphs) > 1:
         raise ModelFileError(where, f"more than one ONNX graph in the model ({', '.join(graphs[:3])})")
     return OnnxBackend(state[graphs[0]], network, where=f"{where}/{graphs[0]}")
-
-
-def exportable(detector):
-    """The detector whose network is exported: a ready detector's inner model, else the detector
-    itself; it must be a trained one-network PyTorch detector."""
-    from dflab.detectors.deep.torch_detector import TorchDetector
-
-    inner = detector.inner() if hasattr(detector, "inner") else detector
-    if not isinstance(inner, TorchDetector) or getattr(inner, "model_", None) is None:
-        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
-                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
-    return inner
 
 
 def attach_graph(folder: str | Path, graph: bytes, name: str = GRAPH_FILE) -> Path:

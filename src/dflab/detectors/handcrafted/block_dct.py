@@ -46,9 +46,9 @@ from sklearn.metrics import roc_auc_score
 
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 from dflab.detectors.handcrafted.classic import CLASSIFIERS, make_classifier
-from dflab.detectors.handcrafted.ela import ela_map
 from dflab.detectors.registry import register
 from dflab.media import extraction as features
+from dflab.media.ela import ela_map
 from dflab.media.images import ImageError, ImageLike, load_image, source_name
 from dflab.runtime.progress import warn
 
