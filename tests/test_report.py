@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from dflab.report.tables import format_metric
 from dflab.report.plots import plot_roc, plot_score_histograms, save_figure, write_plots
-from dflab.report.document import write_report
+from dflab.report import write_report
 
 NASTY_DETECTOR = "<b>x</b>"
 DETECTORS = ("texture_svm", NASTY_DETECTOR)

@@ -175,7 +175,7 @@ def run_lab(config: LabConfig) -> dict:
 
 
 def _run_lab(config: LabConfig, out: Path) -> dict:
-    from dflab.report.document import write_report
+    from dflab.report import write_report
 
     write_text_atomic(out / "lab_config.json", json.dumps(config_to_dict(config), indent=2))
     manifests = prepare_manifests(config)
