@@ -73,12 +73,6 @@ def false_alarm_threshold(real_scores: dict[str, np.ndarray], rate: float) -> fl
     return float(max(np.quantile(scores, 1 - rate, method="higher") for scores in real_scores.values()))
 
 
-def rewrite_card(summary_file: Path, out: Path) -> None:
-    """Write the model card again from a build's summary (after a change of the card's wording)."""
-    summary = json.loads(summary_file.read_text())
-    (out / "MODEL_CARD.md").write_text(model_card(summary), encoding="utf-8")
-
-
 def main() -> None:
     keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

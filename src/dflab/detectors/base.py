@@ -13,7 +13,7 @@ import inspect
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from dflab import __version__
 from dflab.detectors.modelfile import (CONFIG_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFileError, _content_hash,
                                        _deserialise_state, _jsonable, _one_line, _serialise_state, read_model_files)
-from dflab.media.images import ImageError, ImageLike, load_image
+from dflab.media.images import ImageLike
 
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
 RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir", "backend"})
@@ -229,8 +229,6 @@ class Detector(BaseEstimator):
         return detector
 
 
-
-
 def runtime_params(cls: type, **values) -> dict[str, Any]:
     """The runtime settings (:data:`RUNTIME_PARAMS`) among ``values`` that detector class ``cls`` takes,
     leaving out those given as None (the detector's own default then holds)."""
@@ -267,16 +265,3 @@ def _checked_model_params(cls: type, params: dict, path) -> dict:
 def load_detector(path: str | Path, **runtime_params) -> Detector:
     """Load any saved dflab model (folder or .zip)."""
     return Detector.load(path, **runtime_params)
-
-
-def load_images(sources: Sequence[ImageLike], on_error: str = "raise") -> list[np.ndarray | None]:
-    """Decode sources; failures raise (``on_error="raise"``) or become ``None``."""
-    out: list[np.ndarray | None] = []
-    for source in sources:
-        try:
-            out.append(load_image(source))
-        except ImageError:
-            if on_error == "raise":
-                raise
-            out.append(None)
-    return out

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from dflab.media.extraction import extract
-from dflab.media.images import ImageLike, load_image
+from dflab.media.images import ImageLike
 
 #: Layout of one located face: found flag, box (x0, y0, x1, y1), score, 5 landmarks (x, y).
 _N_VALUES = 1 + 4 + 1 + 10
@@ -135,23 +135,6 @@ class FaceFraming:
     def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         left, top, right, bottom = self.region(box, *image.shape[:2])
         return np.ascontiguousarray(image[top:bottom, left:right])
-
-
-def measure_framing(sources: Sequence[ImageLike], *, workers: int | None = None) -> tuple[FaceFraming, int]:
-    """The framing of a set of face crops (medians over the crops where MTCNN finds a face) and the
-    number of crops it was measured on."""
-    scales, shifts = [], []
-    for source, face in zip(sources, locate_faces(sources, workers=workers, description="measuring framing")):
-        if face is None:
-            continue
-        height, width = load_image(source).shape[:2]
-        x0, y0, x1, y1 = face.box
-        side = max(x1 - x0, y1 - y0)
-        scales.append(min(height, width) / side)
-        shifts.append((height / 2 - (y0 + y1) / 2) / side)
-    if not scales:
-        raise ValueError("no face found in any crop: cannot measure the framing")
-    return FaceFraming(round(float(np.median(scales)), 3), round(float(np.median(shifts)), 3)), len(scales)
 
 
 def reframe(image: np.ndarray, face: FaceLocation | None, scale: float | None

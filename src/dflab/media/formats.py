@@ -20,10 +20,6 @@ def is_video_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def is_image_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def media_files(folder: str | os.PathLike) -> list[str]:
     """Every image and video under ``folder`` (recursively), sorted. Names, not Path objects: a folder
     of 100,000 images is then a list of 10 MB, not 30."""

@@ -29,7 +29,7 @@ import tempfile
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,14 +47,10 @@ log = logging.getLogger("dflab.serve")
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-
-
 class Aggregation(str, Enum):
     mean_prob = "mean_prob"
     mean_logit = "mean_logit"
     confident = "confident"
-
-
 
 
 #: An upload whose body stops arriving for this long (seconds) is answered 408 and its slot freed, so
@@ -97,7 +93,7 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, idle
         state["field"], state["value"] = b"", b""
 
     def on_headers_finished():
-        disposition, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        _, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
         if options.get(b"name") == b"file" and b"filename" in options:
             state["files"] += 1
             if state["files"] > 1:
@@ -173,7 +169,7 @@ def _model_card(scorer) -> str:
 
 def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int = 32,
                max_video_seconds: float = 600.0, max_video_frames: int = 100_000, max_frames: int = 256,
-               predict_options: dict | None = None, model_loader: Callable[[], Any] | None = None,
+               predict_options: dict | None = None,
                scoring_thread: bool = True, upload_idle_s: float = UPLOAD_IDLE_S,
                upload_deadline_s: float = UPLOAD_DEADLINE_S, warm_up: bool = False) -> FastAPI:
     """The application. ``scorer``: a fitted detector (default: the one ``dflab predict`` uses, the
@@ -187,12 +183,9 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
     from dflab.inference.predict import model_threshold
 
     if scorer is None:
-        if model_loader is None:
-            from dflab.inference.models import load_scorer
+        from dflab.inference.models import load_scorer
 
-            scorer = load_scorer(None, None, None)
-        else:
-            scorer = model_loader()
+        scorer = load_scorer(None, None, None)
     limits = {"max_video_seconds": float(max_video_seconds), "max_video_frames": int(max_video_frames)}
     # scoring_thread=False: the caller runs ``app.state.scoring.run_here()`` itself (on the main thread).
     scoring = Scoring(scorer, max_jobs=max_jobs, predict_options=dict(predict_options or {}),

@@ -12,9 +12,6 @@ MB = 2 ** 20
 FORM_SLACK = 64 * 1024
 
 
-_IMAGE_KINDS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WebP": ".webp", "TIFF": ".tif"}
-
-
 class UploadRefused(Exception):
     """A request refused with an HTTP status and a one-line reason."""
 
