@@ -222,7 +222,3 @@ def aggregate_by_video(frame: pd.DataFrame, method: str = "mean_prob") -> pd.Dat
         result["score"] = expit(result["score"].to_numpy())
     result["n_frames"] = result["n_frames"].astype(np.int64)
     return result[["video", "label", "score", "n_frames"]]
-
-
-
-

@@ -85,6 +85,7 @@ ROBUSTNESS_NOTE = ("Frame-level AUC of the same scores after JPEG re-compression
 #: Skipped-file tables longer than this are folded (HTML) so that they do not bury the results.
 FOLD_ROWS = 20
 
+
 def _png_of(paths: Sequence[Path]) -> Path | None:
     return next((Path(p) for p in paths if Path(p).suffix == ".png"), None)
 

@@ -22,13 +22,9 @@ _LAYOUT_HELP = (
 )
 
 
-
-
 def _label_dirs(folder: Path) -> dict[int, Path]:
     children = _child_dirs(folder)
     return {label: children[name] for label, name in LABEL_NAMES.items() if name in children}
-
-
 
 
 def _longest_prefix_match(name: str, candidates: set[str]) -> str | None:

@@ -48,10 +48,6 @@ from dflab.runtime.progress import warn
 FUSION_METHODS = ("mean_prob", "mean_logit", "stacking")
 
 
-
-
-
-
 def _describe(spec: Any) -> Any:
     """A JSON description of one member spec (what the saved config lists)."""
     if isinstance(spec, Detector):
