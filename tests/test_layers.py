@@ -85,3 +85,27 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     result = _lint(src, ROOT / "pyproject.toml")
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and "dflab.runtime.progress -> dflab.cli" in result.stdout
+
+
+def _private_imports(package: Path) -> list[str]:
+    """``module: from other import _name`` for every private name one module of ``package`` takes from another."""
+    import ast
+
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dflab"):
+                found += [f"{path.relative_to(package.parent)}: from {node.module} import {alias.name}"
+                          for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What two modules share is public; a leading underscore means "only here"."""
+    assert _private_imports(ROOT / "src" / "dflab") == []
+
+
+def test_a_private_import_is_found(tmp_path):
+    src = _copy_package(tmp_path)
+    _add_import(src, "dflab.report.html", "from dflab.report.tables import _private")
+    assert _private_imports(src / "dflab") == ["dflab/report/html.py: from dflab.report.tables import _private"]

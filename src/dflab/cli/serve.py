@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from dflab.cli.export import Backend, BackendOption
+from dflab.cli.export import BackendOption
+from dflab.detectors.base import Backend
 
 
 def serve_command(

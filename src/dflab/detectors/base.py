@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import zipfile
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,12 +21,27 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from dflab import __version__
-from dflab.detectors.modelfile import (CONFIG_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFileError, _content_hash,
-                                       _deserialise_state, _jsonable, _one_line, _serialise_state, read_model_files)
+from dflab.detectors.modelfile import (CONFIG_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFileError,
+                                       config_content_hash, deserialise_state, jsonable, read_model_files,
+                                       serialise_state)
 from dflab.media.images import ImageLike
+from dflab.runtime.messages import one_line
 
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
 RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir", "backend"})
+
+
+class Backend(str, Enum):
+    """What runs a CNN detector's network when it scores (the ``backend`` runtime setting; see
+    :mod:`dflab.detectors.deep.onnx_backend`)."""
+
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [backend.value for backend in cls]
 
 
 class NotFittedError(RuntimeError):
@@ -163,18 +179,18 @@ class Detector(BaseEstimator):
         """Write the trained model to a folder, or to a zip when ``path`` ends in ``.zip``.
         ``float16`` stores floating-point arrays at half precision (half the size; loaded back as float32)."""
         self._check_fitted()
-        files, config_state = _serialise_state(self._get_state(), float16=float16)
+        files, config_state = serialise_state(self._get_state(), float16=float16)
         config = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "detector": self.name,
-            "params": _jsonable(self.model_params()),
+            "params": jsonable(self.model_params()),
             "state": config_state,
             "dflab_version": __version__,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
-            "info": _jsonable(info or {}),
+            "info": jsonable(info or {}),
         }
-        config["content_hash"] = _content_hash(config)
+        config["content_hash"] = config_content_hash(config)
         config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
         path = Path(path)
         if path.suffix.lower() == ".zip":
@@ -215,15 +231,15 @@ class Detector(BaseEstimator):
         try:
             detector = create(name, **{**params, **runtime_params})
         except (TypeError, ValueError) as err:
-            raise ModelFileError(path, f"parameters do not fit {name} ({_one_line(err)})") from None
+            raise ModelFileError(path, f"parameters do not fit {name} ({one_line(err)})") from None
         if cls is not Detector and not isinstance(detector, cls):
             raise ModelFileError(path, f"holds a {name} model, not a {cls.__name__}")
         try:
-            detector._set_state(_deserialise_state(files, config.get("state", {}), path))
+            detector._set_state(deserialise_state(files, config.get("state", {}), path))
         except ModelFileError:
             raise
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
-            raise ModelFileError(path, f"model state does not fit {name} ({_one_line(err)})") from None
+            raise ModelFileError(path, f"model state does not fit {name} ({one_line(err)})") from None
         detector.fitted_ = True
         detector.model_info_ = config.get("info", {})
         return detector

@@ -3,7 +3,7 @@
 Databases crop faces differently: the UADFV crops of ``Task_1`` show the head and shoulders (the
 face box is about 0.7 of the crop), the DFDC crops of ``Task_2_3`` are tight (the face box reaches
 past the crop, about 1.5x its side). A network trained on one framing sees the other as a different
-kind of image. A :class:`CropPolicy` with a ``scale`` finds the face in each image (MTCNN), and cuts
+kind of image. A crop policy with a ``scale`` (:func:`reframe`) finds the face in each image (MTCNN), and cuts
 the square ``scale`` x the face box around its centre, moved and, if needed, shrunk to stay inside
 the image (no black padding: a tight crop stays the whole image). The same policy is applied at
 training and at scoring time because it is part of the detector's parameters. Images where no face

@@ -24,7 +24,7 @@ from dflab.detectors.base import runtime_params
 from dflab.detectors.fusion.calibration import CalibrationError
 from dflab.detectors.modelfile import ModelFileError
 from dflab.faces.videorows import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
-from dflab.lab.config import TASK_TITLES, LabConfig, _runs_task3, _task3_training_sets, config_to_dict
+from dflab.lab.config import TASK_TITLES, LabConfig, runs_task3, task3_training_sets, config_to_dict
 from dflab.lab.scoring import read_scores, score_manifest, skipped_files
 from dflab.metrics.calibration import calibration_summary
 from dflab.runtime.files import write_text_atomic
@@ -72,7 +72,7 @@ def prepare_manifests(config: LabConfig) -> dict[str, pd.DataFrame]:
     out["task1_eval"] = _load_split_faces(Path(config.task1), "evaluation", config)
     if config.task23 is not None:
         out["task23_eval"] = _load_split_faces(Path(config.task23), "evaluation", config)
-        if _runs_task3(config):
+        if runs_task3(config):
             t23_dev = _load_split_faces(Path(config.task23), "development", config)
             out["task23_train"], out["task23_valid"] = data.split_by_group(
                 t23_dev, valid_fraction=config.valid_fraction, seed=config.seed)
@@ -282,14 +282,14 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
         task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",
                                detector_name=name, split="evaluation")
         results["task2"][name] = _evaluate(task2, valid_scores, config)
-    if not _runs_task3(config) or "task23_train" not in manifests:
+    if not runs_task3(config) or "task23_train" not in manifests:
         return
     train = pd.concat([manifests["task1_train"], manifests["task23_train"]]
                       + ([manifests["task3_extra"]] if "task3_extra" in manifests else []), ignore_index=True)
     # Model selection (early stopping, stacking) on the target database's validation part only: Task 3
     # is judged on that database, and the easy Task 1 validation frames would dominate a pooled AUC.
     valid = manifests["task23_valid"]
-    task3_detector = train_or_resume(name, config, train, valid, models / "task3", _task3_training_sets(config))
+    task3_detector = train_or_resume(name, config, train, valid, models / "task3", task3_training_sets(config))
     # The threshold comes from the target database's own development (validation) data.
     task3_valid = score_manifest(task3_detector, manifests["task23_valid"], scores_file=valid_file, task="task3",
                                  detector_name=name, split="development-validation")

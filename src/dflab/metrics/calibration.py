@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from dflab.detectors.fusion.calibration import CALIBRATION_METHODS, CalibrationError, _check, fit_calibrator
+from dflab.detectors.fusion.calibration import CALIBRATION_METHODS, CalibrationError, checked_labels_probabilities, fit_calibrator
 
 
 def brier_score(labels: Any, p: Any) -> float:
     """Mean squared difference between P(fake) and the label (0 is perfect, 0.25 is a coin)."""
-    labels, p = _check(labels, p)
+    labels, p = checked_labels_probabilities(labels, p)
     return float(np.mean((p - labels) ** 2))
 
 
@@ -37,7 +37,7 @@ def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
 def reliability_curve(labels: Any, p: Any, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Per equal-width bin: ``edges`` (n_bins + 1), ``count``, ``mean_prob`` (mean P(fake)) and
     ``fraction_fake`` (observed frequency); the last two are NaN for empty bins."""
-    labels, p = _check(labels, p)
+    labels, p = checked_labels_probabilities(labels, p)
     index = _bin_index(p, int(n_bins))
     count = np.bincount(index, minlength=n_bins).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -60,7 +60,7 @@ def calibration_summary(valid_labels: Any, valid_scores: Any, labels: Any, score
     """Brier score and ECE of evaluation scores as they are (``raw``) and after each calibrator
     fitted on the development (validation) scores. NaN scores are left out on both sides; a method
     that cannot be fitted (one class in development) is left out."""
-    labels, scores = _check(labels, scores, allow_nan=True)
+    labels, scores = checked_labels_probabilities(labels, scores, allow_nan=True)
     ok = ~np.isnan(scores)
     labels, scores = labels[ok], scores[ok]
     summary = {"raw": {"brier": brier_score(labels, scores), "ece": expected_calibration_error(labels, scores, n_bins)}}

@@ -14,8 +14,8 @@ from typing import Any
 
 from dflab.report.blocks import (Block, Bullets, Definitions, Document, Figures, Header, Heading, Notice, Paragraph,
                                  Table)
-from dflab.report.tables import (CALIBRATION_NOTE, MATRIX_NOTE, MISSING, _calibration_table, _frame_table,
-                                 matrix_table, _meta_items, _robustness_table, _threshold_table, _video_table)
+from dflab.report.tables import (CALIBRATION_NOTE, MATRIX_NOTE, MISSING, calibration_table, frame_table,
+                                 matrix_table, meta_items, robustness_table, threshold_table, video_table)
 
 SYNTHETIC_NOTICE = "Synthetic data — numbers say nothing about real deepfakes."
 
@@ -113,7 +113,7 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
                                   str(meta.get("command", MISSING)))]
     if meta.get("synthetic"):
         blocks.append(Notice(SYNTHETIC_NOTICE))
-    extra_meta = _meta_items(meta)
+    extra_meta = meta_items(meta)
     if extra_meta:
         blocks.append(Table(["Setting", "Value"], [[k, v] for k, v in extra_meta], settings=True))
     if metrics.get("matrix"):
@@ -129,12 +129,12 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
             blocks.append(Paragraph([f"Trained on: {task_metrics.get('train', MISSING)}",
                                      f"Evaluated on: {task_metrics.get('eval', MISSING)}"]))
         if task_metrics.get("detectors"):
-            blocks += [Heading("Frame level", 3), Table(*_frame_table(task_metrics)),
-                       Heading("Video level", 3), Table(*_video_table(task_metrics))]
-            header, rows = _threshold_table(task_metrics)
+            blocks += [Heading("Frame level", 3), Table(*frame_table(task_metrics)),
+                       Heading("Video level", 3), Table(*video_table(task_metrics))]
+            header, rows = threshold_table(task_metrics)
             if rows:
                 blocks += [Heading("At the threshold chosen on development data", 3), Table(header, rows)]
-            header, rows = _calibration_table(task_metrics)
+            header, rows = calibration_table(task_metrics)
             if rows:
                 blocks += [Heading("Calibration", 3), Paragraph([CALIBRATION_NOTE]), Table(header, rows)]
         else:
@@ -150,7 +150,7 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
 
     robustness = metrics.get("robustness")
     if robustness:
-        blocks += [Heading("Robustness"), Paragraph([ROBUSTNESS_NOTE]), Table(*_robustness_table(robustness))]
+        blocks += [Heading("Robustness"), Paragraph([ROBUSTNESS_NOTE]), Table(*robustness_table(robustness))]
         png = _png_of(plots_extra.get("robustness", []))
         if png is not None:
             blocks.append(Figures([(png, "AUC under perturbations")]))

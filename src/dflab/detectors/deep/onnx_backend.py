@@ -1,7 +1,7 @@
 """ONNX Runtime scoring for the CNN detectors: the network's batched forward pass run by onnxruntime.
 
 Only the network moves: decoding, framing, resizing, normalisation and the mirror test-time
-augmentation stay in Python (:func:`dflab.detectors.torch_common.predict_outputs`), so the scores
+augmentation stay in Python (:func:`dflab.detectors.deep.tensors.predict_outputs`), so the scores
 are the PyTorch path's to float32 rounding. A graph is exported in float32 (the ready detector's
 fp16 weights are loaded as float32 first) with a dynamic batch dimension and a fixed input size.
 
@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dflab.detectors.modelfile import (CONFIG_FILE, ModelFileError, _content_hash, _one_line, check_graph,
+from dflab.detectors.base import Backend
+from dflab.detectors.modelfile import (CONFIG_FILE, ModelFileError, check_graph, config_content_hash,
                                        read_model_files)
+from dflab.runtime.messages import one_line
 from dflab.runtime.progress import info
 
-BACKENDS = ("auto", "torch", "onnx")
 #: The name an exported graph takes inside a model folder.
 GRAPH_FILE = "network.onnx"
 #: ONNX opset of exported graphs: 18 is the lowest the torch.export-based exporter writes natively.
@@ -90,7 +91,7 @@ class OnnxBackend:
             try:
                 self._session = ort.InferenceSession(self.graph, options, providers=["CPUExecutionProvider"])
             except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped failures
-                raise ModelFileError(self.where, f"onnxruntime cannot load the graph ({_one_line(err)})") from None
+                raise ModelFileError(self.where, f"onnxruntime cannot load the graph ({one_line(err)})") from None
         return self._session
 
     def input_size(self) -> int | None:
@@ -108,8 +109,8 @@ class OnnxBackend:
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in Backend.names():
+        raise ValueError(f"backend must be one of {', '.join(Backend.names())}, not {backend!r}")
     return backend
 
 
@@ -153,7 +154,7 @@ def attach_graph(folder: str | Path, graph: bytes, name: str = GRAPH_FILE) -> Pa
     (folder / name).write_bytes(graph)
     config["files"] = {**{k: v for k, v in config["files"].items() if not k.endswith(".onnx")},
                        name: hashlib.sha256(graph).hexdigest()}
-    config["content_hash"] = _content_hash(config)
+    config["content_hash"] = config_content_hash(config)
     tmp = folder / (CONFIG_FILE + ".tmp")
     tmp.write_bytes(json.dumps(config, indent=2, sort_keys=True).encode())
     tmp.replace(folder / CONFIG_FILE)

@@ -305,7 +305,7 @@ class BlockDCTDetector(Detector):
     :meth:`block_scores`, :meth:`explain`). On Task 1, ``"all"`` lets background blocks, which the
     classifier never saw in training, drown the face: see benchmarks/RESULTS.md.
 
-    ``classifier``: any of :data:`dflab.detectors.classic.CLASSIFIERS` (``gb`` = histogram gradient
+    ``classifier``: any of :data:`dflab.detectors.handcrafted.classic.CLASSIFIERS` (``gb`` = histogram gradient
     boosting, ``logreg``, ``mlp``, ...); its main hyper-parameter is chosen on ``valid`` by the
     image-level AUC of the aggregated score. ``max_train_blocks`` caps the training set (random
     blocks, fixed seed) so memory and time stay bounded on large data.
