@@ -38,8 +38,9 @@ from sklearn.metrics import roc_auc_score
 
 from dflab import __version__, data
 from dflab.detectors import load_detector
+from dflab.detectors.fusion.calibration import fit_calibrator
 from dflab.lab.single import EvaluationSet, evaluate_datasets
-from dflab.metrics.calibration import brier_score, expected_calibration_error, fit_calibrator
+from dflab.metrics.calibration import brier_score, expected_calibration_error
 from dflab.runtime.memory import keep_freed_memory
 
 MIN_FACES_PER_SECOND = 40.0

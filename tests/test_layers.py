@@ -33,6 +33,7 @@ CONTRACTS_INSIDE_STAGES = (
     "Deep detectors: networks above the torch contract, tensors at the bottom",
     "Report: written from renderings of one document of blocks",
     "No import circle among the modules of any package",
+    "Metrics read labels and scores, never images or detectors",
 )
 
 
@@ -66,6 +67,15 @@ def test_an_import_circle_inside_a_stage_breaks_the_contracts(tmp_path):
         assert f"{contract} BROKEN" in result.stdout
     assert "dflab.detectors.modelfile -> dflab.detectors.deep.torch_detector" in result.stdout
     assert "dflab.report.blocks -> dflab.report.html" in result.stdout
+
+
+def test_metrics_that_perturb_images_break_the_contract(tmp_path):
+    """Re-scoring perturbed images is the lab's work (:mod:`dflab.lab.robustness`), not a metric's."""
+    src = _copy_package(tmp_path)
+    _add_import(src, "dflab.metrics.core", "from dflab.augment.perturb import PERTURBATIONS")
+    result = _lint(src, ROOT / "pyproject.toml")
+    assert f"{CONTRACTS_INSIDE_STAGES[4]} BROKEN" in result.stdout
+    assert "dflab.metrics.core -> dflab.augment.perturb" in result.stdout
 
 
 def test_a_module_outside_the_stage_contracts_breaks_them(tmp_path):

@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +22,13 @@ import pandas as pd
 from dflab import __version__, data, metrics
 from dflab.detectors import Detector, create, get, load_detector
 from dflab.detectors.base import runtime_params
-from dflab.detectors.fusion.calibration import CalibrationError
+from dflab.detectors.fusion.calibration import (CALIBRATION_METHODS, CalibrationError, checked_labels_probabilities,
+                                               fit_calibrator)
 from dflab.detectors.modelfile import ModelFileError
 from dflab.faces.videorows import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
 from dflab.lab.config import TASK_TITLES, LabConfig, runs_task3, task3_training_sets, config_to_dict
 from dflab.lab.scoring import read_scores, score_manifest, skipped_files
-from dflab.metrics.calibration import calibration_summary
+from dflab.metrics.calibration import brier_score, expected_calibration_error
 from dflab.runtime.files import write_text_atomic
 from dflab.runtime.progress import info, warn
 
@@ -263,6 +265,25 @@ def _evaluate(scores: pd.DataFrame, valid_scores: pd.DataFrame, config: LabConfi
     except CalibrationError as err:
         warn(f"calibration not measured ({err})")
     return result
+
+
+def calibration_summary(valid_labels: Any, valid_scores: Any, labels: Any, scores: Any, n_bins: int = 15
+                        ) -> dict[str, dict[str, float]]:
+    """Brier score and ECE of evaluation scores as they are (``raw``) and after each calibrator
+    fitted on the development (validation) scores. NaN scores are left out on both sides; a method
+    that cannot be fitted (one class in development) is left out."""
+    labels, scores = checked_labels_probabilities(labels, scores, allow_nan=True)
+    ok = ~np.isnan(scores)
+    labels, scores = labels[ok], scores[ok]
+    summary = {"raw": {"brier": brier_score(labels, scores), "ece": expected_calibration_error(labels, scores, n_bins)}}
+    for method in CALIBRATION_METHODS:
+        try:
+            calibrated = fit_calibrator(valid_scores, valid_labels, method).transform(scores)
+        except CalibrationError:
+            continue
+        summary[method] = {"brier": brier_score(labels, calibrated),
+                           "ece": expected_calibration_error(labels, calibrated, n_bins)}
+    return summary
 
 
 def _run_detector(name, config, manifests, out, scores_file, valid_file, results):

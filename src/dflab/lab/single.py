@@ -86,7 +86,7 @@ def evaluate_datasets(scorer: Detector, sets: list[EvaluationSet], out: Path, *,
         "skipped": skipped_files(read_scores(out / "scores.csv")),
     }
     if perturb:
-        from dflab.metrics.robustness import evaluate_robustness
+        from dflab.lab.robustness import evaluate_robustness
 
         evaluation_set, scores = sets[0], all_scores[0]
         scored = evaluation_set.manifest.merge(scores[["path", "score"]], on="path", how="left")

@@ -1,7 +1,7 @@
 """Detection metrics: ROC, AUC, EER, error rates at a threshold, video-level aggregation (``core``), the
 numbers of one evaluation (``evaluation``),
-bootstrap confidence intervals over videos (``bootstrap``), calibration quality (``calibration``) and
-robustness curves (``robustness``)."""
+bootstrap confidence intervals over videos (``bootstrap``) and calibration quality (``calibration``): pure
+functions of labels and scores."""
 
 from dflab.metrics.bootstrap import bootstrap_ci
 from dflab.metrics.core import (AGGREGATION_METHODS, LEVELS, Aggregation, MetricsError, aggregate_by_video,
