@@ -140,11 +140,12 @@ class Detector(BaseEstimator):
         return self.fitted_
 
     def __sklearn_clone__(self):
-        """scikit-learn's ``clone`` rebuilds from ``get_params``; the registry name is not a parameter, so
-        it is carried over here (an ensemble's cloned members keep their names)."""
-        from sklearn.base import _clone_parametrized
+        """A new, untrained detector with the same parameters (each cloned, as scikit-learn's ``clone``
+        does) and the same registry name, which is not a parameter (an ensemble's cloned members keep
+        their names). Built here from the public API: scikit-learn's own helper for it is private."""
+        from sklearn.base import clone
 
-        twin = _clone_parametrized(self)
+        twin = type(self)(**{key: clone(value, safe=False) for key, value in self.get_params(deep=False).items()})
         twin.registry_name = self.registry_name
         return twin
 
