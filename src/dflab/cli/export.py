@@ -26,8 +26,8 @@ def exportable(detector):
     itself; it must be a trained one-network PyTorch detector."""
     from dflab.detectors.deep.torch_detector import TorchDetector
 
-    inner = detector.inner() if hasattr(detector, "inner") else detector
-    if not isinstance(inner, TorchDetector) or getattr(inner, "model_", None) is None:
+    inner = detector.inner()
+    if not isinstance(inner, TorchDetector) or inner.model_ is None:
         raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
                          "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
     return inner

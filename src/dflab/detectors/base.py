@@ -139,6 +139,25 @@ class Detector(BaseEstimator):
     def is_fitted(self) -> bool:
         return self.fitted_
 
+    # -- optional abilities: declared here with their "none" answer, so callers never probe --------
+    def inner(self) -> "Detector":
+        """The detector whose model computes the scores: itself, or a shipped model a ready detector holds."""
+        return self
+
+    def card(self) -> str:
+        """The model card (Markdown) a shipped model comes with; empty for the others."""
+        return ""
+
+    def self_blend_examples(self, sources, out_path, *, n: int = 4) -> Path | None:
+        """A PNG of training examples made from ``sources`` (self-blended images), for the report; None
+        when the detector makes none."""
+        return None
+
+    def training_summary(self) -> dict[str, float]:
+        """Numbers of the last training the lab reports beside the metrics (e.g. a siamese network's
+        pair accuracy); empty when there are none."""
+        return {}
+
     def __sklearn_clone__(self):
         """A new, untrained detector with the same parameters (each cloned, as scikit-learn's ``clone``
         does) and the same registry name, which is not a parameter (an ensemble's cloned members keep

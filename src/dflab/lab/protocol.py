@@ -320,12 +320,10 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
 
 
 def _task1_extras(name, detector, manifests, out, result) -> None:
-    if hasattr(detector, "self_blend_examples"):
-        reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
-        examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
-                                                out / "plots" / f"self_blended_{name}.png")
-        if examples is not None:
-            result["figures"] = [{"path": str(examples.relative_to(out)),
-                                  "caption": f"{name}: self-blended training examples"}]
-    if getattr(detector, "pair_accuracy_", None) is not None:
-        result["pair_accuracy"] = float(detector.pair_accuracy_)
+    reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
+    examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
+                                            out / "plots" / f"self_blended_{name}.png")
+    if examples is not None:
+        result["figures"] = [{"path": str(examples.relative_to(out)),
+                              "caption": f"{name}: self-blended training examples"}]
+    result.update(detector.training_summary())

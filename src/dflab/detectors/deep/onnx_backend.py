@@ -118,7 +118,7 @@ def scoring_network(detector, model: nn.Module, device: torch.device) -> Callabl
     """What scores a normalised batch for ``detector``: its PyTorch ``model`` or an :class:`OnnxBackend`
     of it, by the detector's ``backend`` setting (see the module docstring)."""
     backend = check_backend(detector.backend)
-    held = getattr(detector, "onnx_", None)
+    held = detector.onnx_
     if held is not None and held.network is not detector.model_:
         held = detector.onnx_ = None  # trained again since: the graph was of the old network
     if backend == "torch" or (backend == "auto" and (held is None or device.type != "cpu")):

@@ -83,7 +83,8 @@ class TorchDetector(Detector):
     logit_shift: float = 0.0
     device: str = "auto"
     backend: str = "auto"
-    # Fitted state: the training history and an exported graph, until there are some.
+    # Fitted state: the network, the training history and an exported graph, until there are some.
+    model_ = None
     training_: dict = {}
     onnx_ = None
 
