@@ -23,7 +23,9 @@ demo: $(STAMP)
 
 # Two test processes on two cores: one OpenMP/BLAS thread each, or they oversubscribe the CPU
 # (scikit-learn's gradient boosting ran 70x slower that way).
+# ruff (unused imports, redefinitions, blank-line runs) and vulture (dead code) first: settings in pyproject.toml.
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks && $(BIN)/python -m vulture
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --durations=15
 
 # A new lock: resolve pyproject.toml afresh in a scratch venv and write every installed version. Then

@@ -1,6 +1,6 @@
 """Peak memory of ``dflab predict`` / ``dflab evaluate`` on big folders: does it stay flat with the input?
 
-Generates small JPEG faces (``--size`` px, from :func:`dflab.synth.make_face`; fakes carry a blurred,
+Generates small JPEG faces (``--size`` px, from :func:`dflab.data.synthetic.faces.make_face`; fakes carry a blurred,
 re-compressed patch) into a temporary folder, every file different (its index is written into its
 pixels, so the per-file feature cache never serves one file for another), then runs the ``dflab``
 command on the first N files for every N of ``--counts`` and reports the command's peak RSS

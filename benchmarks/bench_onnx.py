@@ -35,7 +35,7 @@ import torch
 
 from dflab.detectors import create
 from dflab.detectors.deep.onnx_backend import OnnxBackend, export_graph
-from dflab.detectors.deep.torch_detector import _mirror_averaged
+from dflab.detectors.deep.tensors import mirror_averaged
 from dflab.detectors.deep.tensors import normalise_batch, resize_square
 from dflab.media.images import load_image
 from dflab.runtime.memory import keep_freed_memory
@@ -88,8 +88,8 @@ def measure(name: str, args, data: Path) -> dict:
     detector.onnx_ = graph
     batch = normalise_batch(torch.from_numpy(np.stack(images)), detector.mean, detector.std)
     tta = bool(getattr(detector, "test_flip", False))
-    torch_forward = _mirror_averaged(network) if tta else network
-    graph_forward = _mirror_averaged(graph) if tta else graph
+    torch_forward = mirror_averaged(network) if tta else network
+    graph_forward = mirror_averaged(graph) if tta else graph
 
     def run_torch():
         with torch.inference_mode():

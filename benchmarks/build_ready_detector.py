@@ -38,8 +38,9 @@ from sklearn.metrics import roc_auc_score
 
 from dflab import __version__, data
 from dflab.detectors import load_detector
+from dflab.detectors.fusion.calibration import fit_calibrator
 from dflab.lab.single import EvaluationSet, evaluate_datasets
-from dflab.metrics.calibration import brier_score, expected_calibration_error, fit_calibrator
+from dflab.metrics.calibration import brier_score, expected_calibration_error
 from dflab.runtime.memory import keep_freed_memory
 
 MIN_FACES_PER_SECOND = 40.0
@@ -71,12 +72,6 @@ def calibration_of(labels: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def false_alarm_threshold(real_scores: dict[str, np.ndarray], rate: float) -> float:
     """The smallest threshold that calls at most ``rate`` of the real faces of every database fake."""
     return float(max(np.quantile(scores, 1 - rate, method="higher") for scores in real_scores.values()))
-
-
-def rewrite_card(summary_file: Path, out: Path) -> None:
-    """Write the model card again from a build's summary (after a change of the card's wording)."""
-    summary = json.loads(summary_file.read_text())
-    (out / "MODEL_CARD.md").write_text(model_card(summary), encoding="utf-8")
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from dflab.runtime.memory import keep_freed_memory
 keep_freed_memory()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATASETS = SHARED / "datasets"
 
 
 @pytest.fixture(autouse=True, scope="session")

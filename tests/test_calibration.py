@@ -8,9 +8,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
 from dflab.detectors.fusion.calibration import CalibrationError, Calibrator, fit_calibrator
-from dflab.metrics.calibration import (
-    brier_score, calibration_summary, expected_calibration_error, reliability_curve,
-)
+from dflab.lab.protocol import calibration_summary
+from dflab.metrics.calibration import brier_score, expected_calibration_error, reliability_curve
 
 
 def test_brier_hand_computed_and_matches_sklearn():

@@ -103,3 +103,31 @@ def test_output_paths(dataset, tmp_path):
     nested = tmp_path / "new" / "deeper" / "manifest.csv"
     result = run("data", "manifest", str(dataset), "--out", str(nested))
     assert result.returncode == 0 and nested.is_file()
+
+
+def _every_command(command, path=()):
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _every_command(sub, (*path, name))
+
+
+def test_help_reads_as_prose():
+    """Every command's help: no ``<bool>``/``<str>`` type labels or ``{ARG}`` braces, and each paragraph of
+    its docstring on one line on a wide terminal (not broken where the source line ended)."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from dflab.cli import app
+    from dflab.cli.help import reflowed
+
+    commands = list(_every_command(typer.main.get_command(app)))
+    assert len(commands) > 15
+    for path, command in commands:
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "2000", "TERMINAL_WIDTH": "2000"})
+        assert result.exit_code == 0, (path, result.output)
+        assert not re.search(r"<(bool|str)>|\{\w+\}", result.output), (path, result.output)
+        lines = [line.strip(" │") for line in result.output.splitlines()]
+        for paragraph in reflowed(command.help or "").split("\n\n"):
+            assert paragraph.strip() in lines, (path, paragraph)

@@ -59,6 +59,18 @@ def _face(rng: np.random.Generator, fake: bool, size: int = 64) -> np.ndarray:
     return np.asarray(image)
 
 
+def _state(detector) -> dict:
+    """What scoring must leave as it was: the parameters and every attribute (by identity; a fitted
+    array changed in place counts too), of the detector and of a model it holds."""
+    state = {"params": repr(detector.get_params(deep=False))}
+    for key, value in vars(detector).items():
+        state[key] = (id(value), value.tobytes() if isinstance(value, np.ndarray) else None)
+    inner = vars(detector).get("inner_")
+    if inner is not None:
+        state["inner_"] = (id(inner), _state(inner))
+    return state
+
+
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("contract")
@@ -114,8 +126,10 @@ def test_fit_save_load_scores_identically(name, tiny_set, tmp_path):
     except WeightsError as err:  # published third-party weights not on this machine
         assert "\n" not in str(err)
         pytest.skip(f"{name}: {err}")
+    before = _state(detector)
     scores = detector.predict_proba(everything)
     assert scores.shape == (len(everything),) and np.all((scores >= 0) & (scores <= 1))
+    assert _state(detector) == before, "predict_proba changed the detector"
     if detector.shipped:  # a ready detector is its package's model folder: load that
         loaded = load_detector(detector.folder, **RUNTIME)
     else:

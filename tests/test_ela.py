@@ -13,7 +13,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.handcrafted.ela import ELA_ENCODER, ELAFeatures, ela_image, ela_map, map_statistics
+from dflab.detectors.handcrafted.ela import ELAFeatures, map_statistics
+from dflab.media.ela import ELA_ENCODER, ela_image, ela_map
 from dflab.media.images import jpeg_round_trip
 
 from .conftest import shared_task1_subsample

@@ -222,13 +222,28 @@ def test_aggregate_by_video_mean_logit() -> None:
     assert ((videos["score"] > 0) & (videos["score"] < 1)).all()
 
 
+def test_aggregate_by_video_confident_is_the_rule_predict_applies() -> None:
+    """The lab's video level can measure ``dflab predict --aggregation confident``: the same function."""
+    from dflab.metrics import aggregate_frames
+
+    clips = {"fake_clip": [0.9] * 13 + [0.3] * 19, "real_clip": [0.1] * 29 + [0.5] * 3, "mixed": [0.3, 0.6, float("nan")]}
+    frames = pd.DataFrame([{"video": video, "label": int(video == "fake_clip"), "score": score}
+                           for video, scores in clips.items() for score in scores])
+    videos = metrics.aggregate_by_video(frames, method="confident").set_index("video")
+    for video, scores in clips.items():
+        assert videos.loc[video, "score"] == aggregate_frames(scores, "confident")
+    assert videos.loc["fake_clip", "score"] == pytest.approx(0.9)  # the confident frames alone
+    assert videos.loc["real_clip", "score"] == pytest.approx(0.1)
+    assert videos.loc["mixed", "n_frames"] == 2
+
+
 def test_aggregate_by_video_rejects_conflicting_labels_and_unknown_method() -> None:
     frames = pd.DataFrame(
         {"video": ["clip_07", "clip_07", "x"], "label": [0, 1, 0], "score": [0.2, 0.3, 0.4]}
     )
     with pytest.raises(MetricsError, match="clip_07"):
         metrics.aggregate_by_video(frames)
-    with pytest.raises(MetricsError, match="unknown aggregation method"):
+    with pytest.raises(MetricsError, match="unknown aggregation 'median'"):
         metrics.aggregate_by_video(_hand_frames(), method="median")
     with pytest.raises(MetricsError, match="lacks column"):
         metrics.aggregate_by_video(_hand_frames().drop(columns="label"))

@@ -22,7 +22,7 @@ from PIL import Image
 
 from dflab.detectors import create, load_detector
 from dflab.detectors.base import RUNTIME_PARAMS
-from dflab.detectors.modelfile import TRUSTED_SKOPS_TYPES, ModelFileError, _content_hash
+from dflab.detectors.modelfile import TRUSTED_SKOPS_TYPES, ModelFileError, config_content_hash
 
 DFLAB = Path(sys.executable).with_name("dflab")
 
@@ -61,7 +61,7 @@ def _rehash(folder: Path, edit=None) -> None:
     config["files"] = {name: (hashlib.sha256((folder / name).read_bytes()).hexdigest()
                               if (folder / name).is_file() and "/" not in name else digest)
                        for name, digest in config["files"].items()}
-    config["content_hash"] = _content_hash(config)
+    config["content_hash"] = config_content_hash(config)
     (folder / "config.json").write_text(json.dumps(config))
 
 

@@ -21,8 +21,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from dflab.detectors import create, load_detector
-from dflab.detectors.modelfile import _SAFE_FILE_NAME, ModelFileError, _content_hash
-from dflab.detectors.deep.onnx_backend import GRAPH_FILE, OnnxBackend, check_graph, scoring_network
+from dflab.detectors.deep.onnx_backend import GRAPH_FILE, OnnxBackend, scoring_network
+from dflab.detectors.modelfile import SAFE_FILE_NAME, ModelFileError, config_content_hash, check_graph
 
 from .conftest import require_shared
 
@@ -207,10 +207,10 @@ def test_a_tampered_or_foreign_graph_is_refused_with_one_line(models, image_fold
 
 def test_model_file_names_allow_onnx_graphs_and_nothing_more():
     for name in ("network.onnx", "arrays.safetensors", "classifier.skops", "net-v2_fp32.onnx"):
-        assert _SAFE_FILE_NAME.match(name), name
+        assert SAFE_FILE_NAME.match(name), name
     for name in ("network.onnx.py", "network.py", "../network.onnx", ".network.onnx", "sub/network.onnx",
                  "network.ONNX", "network.onnx ", "network.pth", "network.onnx.data"):
-        assert not _SAFE_FILE_NAME.match(name), name
+        assert not SAFE_FILE_NAME.match(name), name
 
 
 def test_external_data_graphs_are_refused_and_plain_ones_accepted():
@@ -252,7 +252,7 @@ def _rehash(folder: Path) -> None:
     """What an attacker does after changing a file: recompute every sha256 and the content hash."""
     config = json.loads((folder / "config.json").read_text())
     config["files"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in config["files"]}
-    config["content_hash"] = _content_hash(config)
+    config["content_hash"] = config_content_hash(config)
     (folder / "config.json").write_text(json.dumps(config))
 
 

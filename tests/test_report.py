@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from dflab.report.tables import format_metric
 from dflab.report.plots import plot_roc, plot_score_histograms, save_figure, write_plots
-from dflab.report.document import write_report
+from dflab.report import write_report
 
 NASTY_DETECTOR = "<b>x</b>"
 DETECTORS = ("texture_svm", NASTY_DETECTOR)
@@ -295,13 +295,13 @@ def test_video_with_both_labels_is_rejected(tmp_path):
 
 
 def test_pair_accuracy_column_only_when_a_detector_reports_it():
-    from dflab.report.tables import _frame_table
+    from dflab.report.tables import frame_table
 
     frame = {"n": 10, "n_real": 5, "n_fake": 5, "auc": 0.9, "auc_ci": [0.8, 1.0], "eer": 0.1, "eer_ci": [0, 0.2],
              "eer_threshold": 0.5}
-    header, rows = _frame_table({"detectors": {"ela-logreg": {"frame": frame}}})
+    header, rows = frame_table({"detectors": {"ela-logreg": {"frame": frame}}})
     assert "Pair accuracy (validation)" not in header
-    header, rows = _frame_table({"detectors": {"siamese": {"frame": frame, "pair_accuracy": 0.8125},
+    header, rows = frame_table({"detectors": {"siamese": {"frame": frame, "pair_accuracy": 0.8125},
                                                "ela-logreg": {"frame": frame}}})
     assert header[-1] == "Pair accuracy (validation)"
     assert rows[0][-1] == "0.812" and rows[1][-1] == "—"

@@ -169,4 +169,3 @@ def _wait_until(page, expression: str, timeout_s: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for: {expression}")
         time.sleep(0.1)
-

@@ -17,7 +17,6 @@ from dflab.detectors.deep.pairs import pair_links, sample_pairs, sample_triplets
 from dflab.detectors.deep.tensors import resize_square
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     # Tiny networks: one thread is as fast on a quiet machine and far faster on a shared one.

@@ -12,7 +12,8 @@ import pytest
 
 from dflab.detectors.base import Detector
 from dflab.media.video import VideoError, even_indices, probe, rotate_for_display, sample_frames
-from dflab.inference.video import aggregate, overlay_heatmap, predict_video
+from dflab.inference.video import overlay_heatmap, predict_video
+from dflab.metrics import aggregate_frames as aggregate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FFPP = SHARED / "datasets" / "videos" / "ffpp_c23"

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from dflab.cli import app
 from dflab.faces.detection import Face
 from dflab.faces.tracking import find_persons
-from dflab.inference.video import aggregate, predict_video
+from dflab.inference.video import predict_video
+from dflab.metrics.core import aggregate_frames
 
 
 def _face(x: float, y: float, side: float = 50.0, score: float = 0.99) -> Face:
@@ -74,7 +75,7 @@ def test_a_video_takes_the_verdict_of_its_most_fake_person(two_people):
     for person in persons:
         frames = [f["p_fake"] for f in result["frame_scores"] if f["person"] == person["person"]]
         assert person["frames"] == len(frames) >= 2
-        assert person["p_fake"] == pytest.approx(aggregate(frames, "mean_prob"))
+        assert person["p_fake"] == pytest.approx(aggregate_frames(frames, "mean_prob"))
         assert person["thumbnail"].startswith("data:image/png;base64,")
     most_fake = max(persons, key=lambda p: p["p_fake"])
     assert result["person"] == most_fake["person"] and result["p_fake"] == most_fake["p_fake"]

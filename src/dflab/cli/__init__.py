@@ -14,12 +14,14 @@ from rich.markup import escape
 from dflab.cli import data, detectors, faces, inspect, lab, models, predict, weights  # noqa: F401
 from dflab.cli.common import UserError, app, err_console
 from dflab.cli.export import export_command
+from dflab.cli.help import readable_help
 from dflab.cli.serve import serve_command
 from dflab.runtime.memory import keep_freed_memory
 from dflab.runtime.progress import printable
 
 app.command("serve")(serve_command)
 app.command("export")(export_command)
+readable_help(app)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -1,7 +1,5 @@
-"""The ``dflab`` command: wires the stages together (data -> detectors -> scores -> metrics -> report).
-
-User mistakes and bad input exit with status 2 and one line on stderr, never a traceback.
-"""
+"""What the ``dflab`` commands share: the app and its sub-apps, the consoles, the options several
+commands take, and the checks of paths given on the command line (mistakes raise :class:`UserError`)."""
 
 from __future__ import annotations
 
@@ -76,12 +74,6 @@ class FacesMode(str, Enum):
     whole = "whole"
 
 
-class Aggregation(str, Enum):
-    mean_prob = "mean_prob"
-    mean_logit = "mean_logit"
-    confident = "confident"
-
-
 class UserError(Exception):
     """A mistake in how dflab was called; printed as one line, exit status 2."""
 
@@ -98,11 +90,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
     pass
 
 
-def _command_line() -> str:
+def command_line() -> str:
     return "dflab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _output_dir(path: Path, option: str) -> Path:
+def output_dir(path: Path, option: str) -> Path:
     """An output folder, created with its parents; one-line errors when that cannot be."""
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: {option} must be a folder, but a file of that name exists")
@@ -115,19 +107,19 @@ def _output_dir(path: Path, option: str) -> Path:
     return path
 
 
-def _output_file(path: Path | None, option: str) -> Path | None:
+def output_file(path: Path | None, option: str) -> Path | None:
     """An output file's path, its parent folders created; refused when it is a folder."""
     if path is None:
         return None
     if path.is_dir():
         raise UserError(f"{path}: {option} must be a file, but it is a folder")
-    _output_dir(path.parent, f"{option} parent")
+    output_dir(path.parent, f"{option} parent")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{path}: {option} is not writable")
     return path
 
 
-def _existing(path: Path, what: str) -> Path:
+def existing_path(path: Path, what: str) -> Path:
     if not path.exists():
         raise UserError(f"{path}: {what} not found")
     return path

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from dflab.cli.common import _existing, _output_file, data_app, out_console
+from dflab.cli.common import existing_path, output_file, data_app, out_console
 
 
 @data_app.command("summary")
@@ -18,7 +18,7 @@ def data_summary(path: Path = typer.Argument(..., help="Dataset folder, or a man
     """Counts per split x label, videos and pairs."""
     from dflab import data
 
-    manifest = _read_dataset(path, layout)
+    manifest = read_dataset(path, layout)
     found = layout or (data.detect_layout(path) if path.is_dir() else "manifest")
     out_console.print(f"[bold]{escape(str(path))}[/bold] ({escape(str(manifest['dataset'].iloc[0]))}, layout {found})")
     out_console.print(data.summary_text(manifest), highlight=False)
@@ -31,12 +31,12 @@ def data_manifest(path: Path = typer.Argument(..., help="Dataset folder."),
     """Scan a dataset folder and save its manifest."""
     from dflab import data
 
-    manifest = _read_dataset(path, layout)
-    data.save_manifest(manifest, _output_file(out, "--out"))
+    manifest = read_dataset(path, layout)
+    data.save_manifest(manifest, output_file(out, "--out"))
     out_console.print(escape(f"{len(manifest)} rows -> {out}"))
 
 
-def _read_dataset(path: Path, layout: Optional[str]):
+def read_dataset(path: Path, layout: Optional[str]):
     from dflab import data
 
-    return data.read_dataset(_existing(path, "dataset"), layout)
+    return data.read_dataset(existing_path(path, "dataset"), layout)

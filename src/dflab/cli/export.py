@@ -3,17 +3,11 @@ scoring commands (:mod:`dflab.detectors.deep.onnx_backend` does the work)."""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-
-class Backend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
+from dflab.detectors.base import Backend
 
 BackendOption = typer.Option(
     Backend.auto, "--backend",
@@ -25,6 +19,18 @@ CHECK_IMAGES = 4
 #: Largest |logit difference| between the graph and PyTorch the self-check accepts (float32 rounding
 #: is about 1e-6; a graph of another network is off by far more).
 CHECK_TOLERANCE = 1e-3
+
+
+def exportable(detector):
+    """The detector whose network is exported: a ready detector's inner model, else the detector
+    itself; it must be a trained one-network PyTorch detector."""
+    from dflab.detectors.deep.torch_detector import TorchDetector
+
+    inner = detector.inner()
+    if not isinstance(inner, TorchDetector) or inner.model_ is None:
+        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
+                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
+    return inner
 
 
 def export_command(
@@ -40,10 +46,10 @@ def export_command(
     import numpy as np
     import torch
 
-    from dflab.cli.common import UserError, _output_file, out_console
+    from dflab.cli.common import UserError, output_file, out_console
     from dflab.detectors import create, load_detector
-    from dflab.detectors.deep.onnx_backend import OPSET, OnnxBackend, attach_graph, export_graph, exportable
-    from dflab.detectors.modelfile import _SAFE_FILE_NAME
+    from dflab.detectors.deep.onnx_backend import OPSET, OnnxBackend, attach_graph, export_graph
+    from dflab.detectors.modelfile import SAFE_FILE_NAME
     from dflab.detectors.ready import ready_model_dir, ready_models
     from dflab.runtime.progress import set_quiet
 
@@ -61,7 +67,7 @@ def export_command(
     except ValueError as err:
         raise UserError(str(err)) from None
     into_model = folder.is_dir() and onnx.parent.resolve() == folder.resolve()
-    if into_model and not _SAFE_FILE_NAME.match(onnx.name):
+    if into_model and not SAFE_FILE_NAME.match(onnx.name):
         raise UserError(f"{onnx}: not a name a model file may have (letters, digits, '_', '-', '.')")
     graph = export_graph(detector.model_, int(detector.input_size))
     # Self-check on a few seeded inputs: the graph must compute what the network computes.
@@ -78,7 +84,7 @@ def export_command(
         attach_graph(folder, graph, onnx.name)
         where = f"in the model {folder} (checked by its sha256 on load; scored with onnxruntime unless --backend torch)"
     else:
-        _output_file(onnx, "--onnx").write_bytes(graph)
+        output_file(onnx, "--onnx").write_bytes(graph)
         where = "outside the model (the model itself is unchanged)"
     out_console.print(f"graph: {onnx}  ({len(graph) / 2**20:.1f} MB, opset {OPSET}, input images "
                       f"N x 3 x {detector.input_size} x {detector.input_size}, output logits N x 1; "

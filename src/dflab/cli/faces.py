@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dflab.cli.cluster import ClusterOption, cluster_for
-from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacePolicy, QuietOption, _existing, _output_dir,
+from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacePolicy, QuietOption, existing_path, output_dir,
                               faces_app, out_console)
 from dflab.runtime.progress import is_quiet, set_quiet
 
@@ -34,8 +34,8 @@ def faces_extract(
 
     set_quiet(quiet)
     for source in sources:
-        _existing(source, "input")
-    out = _output_dir(out, "--out")
+        existing_path(source, "input")
+    out = output_dir(out, "--out")
     detector_name = FaceDetectorName(face_detector).value
     with cluster_for(cluster, face_detector_loader(detector_name)) as on_cluster:
         crops = extract_faces([str(s) for s in sources], out, n_frames=frames, detector=detector_name,

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dflab.cli.common import UserError, _existing, app, err_console, out_console
+from dflab.cli.common import UserError, existing_path, app, err_console, out_console
 from dflab.runtime.progress import printable
 
 
@@ -22,7 +22,7 @@ def inspect_command(
     video container facts, C2PA content credentials."""
     from dflab.media.metadata import inspect_target, summary_fields
 
-    reports, errors = inspect_target(_existing(target, "input"))
+    reports, errors = inspect_target(existing_path(target, "input"))
     if json_output:
         out_console.print_json(json.dumps({"files": reports, "skipped": errors}))
     else:

@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, ParamOption, QuietOption, UserError, WorkersOption,
-                              _command_line, _existing, _output_dir, app, out_console)
-from dflab.cli.export import Backend, BackendOption
+                              command_line, existing_path, output_dir, app, out_console)
+from dflab.cli.export import BackendOption
+from dflab.detectors.base import Backend
 from dflab.detectors.registry import parse_params
 from dflab.runtime.progress import is_quiet, set_quiet
 
@@ -52,22 +53,22 @@ def lab_command(
         raise UserError("Tasks 2 and 3 need --task23 (their evaluation data)")
     if task3_data and (not task3 or 3 not in chosen_tasks):
         raise UserError("--task3-data is training data for Task 3: drop --no-task3 / include 3 in --tasks")
-    _existing(task1, "Task 1 database")
+    existing_path(task1, "Task 1 database")
     if task23 is not None:
-        _existing(task23, "Task 2/3 database")
+        existing_path(task23, "Task 2/3 database")
     for extra in task3_data:
-        _existing(extra, "--task3-data database")
+        existing_path(extra, "--task3-data database")
     _check_detectors(detector)
     detector_params = parse_params(param, detector)
-    _output_dir(out, "--out")
+    output_dir(out, "--out")
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,
                        task3=task3, task3_data=list(task3_data), tasks=chosen_tasks, per_video=per_video, max_videos=max_videos, layout=layout, workers=workers,
                        frames_per_video=frames_per_video, face_detector=FaceDetectorName(face_detector).value,
-                       command=_command_line(), backend=Backend(backend).value,
+                       command=command_line(), backend=Backend(backend).value,
                        detector_params=detector_params)
     started = time.time()
     result = run_lab(config)
-    _print_summary(result)
+    print_summary(result)
     out_console.print(escape(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)"))
 
 
@@ -88,7 +89,7 @@ def _check_detectors(names: List[str]) -> None:
         get(name)
 
 
-def _print_summary(result: dict) -> None:
+def print_summary(result: dict) -> None:
     if is_quiet():
         return
     from dflab.report.tables import format_metric
@@ -125,9 +126,9 @@ def demo_command(
 
     set_quiet(quiet)
     _check_detectors(detector)
-    _output_dir(out, "--out")
+    output_dir(out, "--out")
     started = time.time()
-    result = run_demo(out, detectors=detector, seed=seed, workers=workers, command=_command_line())
-    _print_summary(result)
+    result = run_demo(out, detectors=detector, seed=seed, workers=workers, command=command_line())
+    print_summary(result)
     out_console.print("The demo data is synthetic: its numbers say nothing about real deepfakes.")
     out_console.print(escape(f"report: {(out / 'report.html').resolve()}  ({time.time() - started:.0f} s)"))

@@ -10,11 +10,12 @@ import typer
 from rich.markup import escape
 
 from dflab.cli.cluster import ClusterOption, cluster_for
-from dflab.cli.common import (ParamOption, QuietOption, WorkersOption, _command_line, _output_dir, _output_file, app,
+from dflab.cli.common import (ParamOption, QuietOption, WorkersOption, command_line, output_dir, output_file, app,
                               out_console)
-from dflab.cli.data import _read_dataset
-from dflab.cli.export import Backend, BackendOption
-from dflab.cli.lab import _print_summary
+from dflab.cli.data import read_dataset
+from dflab.cli.export import BackendOption
+from dflab.cli.lab import print_summary
+from dflab.detectors.base import Backend
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import set_quiet
 
@@ -39,10 +40,10 @@ def train_command(
 
     set_quiet(quiet)
     if out.suffix.lower() == ".zip":
-        _output_file(out, "--out")
+        output_file(out, "--out")
     else:
-        _output_dir(out, "--out")
-    manifest = select_split(_read_dataset(data_path, layout), split, data_path)
+        output_dir(out, "--out")
+    manifest = select_split(read_dataset(data_path, layout), split, data_path)
     _, thresholds = train_model(manifest, detector, out, trained_on=str(data_path), split=split,
                                 valid_fraction=valid_fraction, seed=seed, workers=workers,
                                 params=parse_params(param, [detector]).get(detector, {}))
@@ -82,22 +83,22 @@ def evaluate_command(
     from dflab.lab.single import EvaluationSet, evaluate_datasets
 
     set_quiet(quiet)
-    sets = [EvaluationSet(name, str(path), *_evaluation_split(_read_dataset(path, layout), split, path))
+    sets = [EvaluationSet(name, str(path), *_evaluation_split(read_dataset(path, layout), split, path))
             for name, path in zip(_dataset_names(data_paths), data_paths)]
     if perturb and (len(sets) > 1 or sets[0].manifest["path"].map(is_video_file).any()):
         raise DataError("--perturb re-scores the images of one image dataset: give one DATA without videos")
-    _output_dir(out, "--out")
+    output_dir(out, "--out")
     scorer = load_scorer(model, detector, workers, Backend(backend).value)
     with cluster_for(cluster, scorer_loader(model, detector, Backend(backend).value)) as on_cluster:
         report_metrics = evaluate_datasets(scorer, sets if len(sets) > 1 else [replace(sets[0], name="evaluate")],
                                            out, model_label=str(model) if model else scorer.name,
-                                           command=_command_line(), n_boot=n_boot, seed=seed, perturb=perturb,
+                                           command=command_line(), n_boot=n_boot, seed=seed, perturb=perturb,
                                            cluster=on_cluster, frames_per_video=frames)
     if report_metrics.get("matrix"):
         _print_matrix(report_metrics["matrix"])
         out_console.print(escape(f"matrix: {(out / 'matrix.csv').resolve()}"))
     else:
-        _print_summary(report_metrics)
+        print_summary(report_metrics)
     out_console.print(escape(f"report: {(out / 'report.html').resolve()}"))
 
 

@@ -10,10 +10,12 @@ import typer
 from rich.markup import escape
 
 from dflab.cli.cluster import ClusterOption, cluster_for
-from dflab.cli.common import (Aggregation, FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
-                              WorkersOption, _existing, _output_dir, _output_file, app, out_console)
-from dflab.cli.export import Backend, BackendOption
+from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
+                              WorkersOption, existing_path, output_dir, output_file, app, out_console)
+from dflab.cli.export import BackendOption
+from dflab.detectors.base import Backend
 from dflab.inference.models import identity_scorer, load_scorer
+from dflab.metrics.core import Aggregation
 from dflab.runtime.progress import info, is_quiet, printable, set_quiet
 
 
@@ -63,10 +65,10 @@ def predict_command(
     from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
     set_quiet(quiet)
-    _existing(target, "input")
-    csv, json_out = _output_file(csv, "--csv"), _output_file(json_out, "--json")
+    existing_path(target, "input")
+    csv, json_out = output_file(csv, "--csv"), output_file(json_out, "--json")
     if heatmap is not None:
-        _output_dir(heatmap, "--heatmap")
+        output_dir(heatmap, "--heatmap")
     left_out: list[tuple[str, str]] = []
     if target.is_dir():
         files, left_out = media_files(target)

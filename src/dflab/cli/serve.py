@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from dflab.cli.export import Backend, BackendOption
+from dflab.cli.export import BackendOption
+from dflab.detectors.base import Backend
 
 
 def serve_command(
@@ -77,7 +78,7 @@ def serve_command(
     http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dflab-serve-http", daemon=True)
     http.start()
 
-    def stop_on_term(signum, frame):  # a service manager's stop: shut down as on Ctrl+C, not mid-write
+    def stop_on_term(_signum, _frame):  # a service manager's stop: shut down as on Ctrl+C, not mid-write
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_term)

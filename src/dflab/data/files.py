@@ -15,7 +15,7 @@ def is_video_file(path: str | os.PathLike[str]) -> bool:
     return is_video_path(path)
 
 
-def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
+def normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
     if isinstance(extensions, str):
         extensions = [extensions]
     normalised = frozenset(
@@ -65,16 +65,16 @@ def _children(folder: Path, want_dirs: bool) -> dict[str, Path]:
     return found
 
 
-def _child_dirs(folder: Path) -> dict[str, Path]:
+def child_dirs(folder: Path) -> dict[str, Path]:
     """Sub-folders of ``folder`` by lower-cased name (layout folder names are matched case-insensitively)."""
     return _children(folder, want_dirs=True)
 
 
-def _child_files(folder: Path) -> dict[str, Path]:
+def child_files_by_name(folder: Path) -> dict[str, Path]:
     return _children(folder, want_dirs=False)
 
 
-def _short_listing(folder: Path, limit: int = 8) -> str:
+def short_listing(folder: Path, limit: int = 8) -> str:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as error:
@@ -86,7 +86,7 @@ def _short_listing(folder: Path, limit: int = 8) -> str:
     return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _walk_files(folder: Path, extensions: frozenset[str]) -> list[Path]:
+def walk_files(folder: Path, extensions: frozenset[str]) -> list[Path]:
     """All files under ``folder`` (any depth, following links) with one of ``extensions``, sorted.
 
     A linked folder is entered once (a link loop, or two links to one folder, would count the same

@@ -42,7 +42,7 @@ class DataError(ValueError):
     """A dataset, manifest or split request that cannot be used; the message names the file."""
 
 
-def _normalise(table: pd.DataFrame, source: Path) -> pd.DataFrame:
+def normalise_manifest(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     """Fill defaults (split 'all', video = path stem, no pair), parse labels, resolve relative
     paths against ``source``'s folder and put the manifest columns first."""
     if table.empty:
@@ -54,7 +54,7 @@ def _normalise(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     table["path"] = [
         os.path.abspath(p if os.path.isabs(p) else base / p) for p in table["path"].astype(str).str.strip()
     ]
-    table["label"] = _parse_labels(table["label"], source)
+    table["label"] = parse_labels(table["label"], source)
     if "split" not in table:
         table["split"] = NO_SPLIT
     table["split"] = table["split"].fillna(NO_SPLIT).astype(str)
@@ -66,10 +66,10 @@ def _normalise(table: pd.DataFrame, source: Path) -> pd.DataFrame:
     if "dataset" not in table or table["dataset"].isna().any():
         raise DataError(f"{source}: column dataset is missing or has empty cells")
     table["dataset"] = table["dataset"].astype(str)
-    return _order(table)
+    return in_manifest_order(table)
 
 
-def _order(table: pd.DataFrame) -> pd.DataFrame:
+def in_manifest_order(table: pd.DataFrame) -> pd.DataFrame:
     extras = [c for c in table.columns if c not in MANIFEST_COLUMNS]
     table = table[list(MANIFEST_COLUMNS) + extras]
     table = table.sort_values(["dataset", "split", "label", "video", "path"], kind="stable")
@@ -190,7 +190,7 @@ def summary_text(df: pd.DataFrame) -> str:
 _LABEL_WORDS = {"0": REAL, "real": REAL, "1": FAKE, "fake": FAKE}
 
 
-def _parse_labels(values: pd.Series, source: Path) -> pd.Series:
+def parse_labels(values: pd.Series, source: Path) -> pd.Series:
     """0/1 or real/fake (any case) -> int 0/1; anything else is a DataError naming ``source``."""
     words = values.astype("string").str.strip().str.lower()
     # "0.0"/"1.0" appear when a label column went through floats.

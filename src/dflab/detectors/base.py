@@ -12,20 +12,36 @@ import hashlib
 import inspect
 import json
 import zipfile
+from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
 from dflab import __version__
-from dflab.detectors.modelfile import (CONFIG_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFileError, _content_hash,
-                                       _deserialise_state, _jsonable, _one_line, _serialise_state, read_model_files)
-from dflab.media.images import ImageError, ImageLike, load_image
+from dflab.detectors.modelfile import (CONFIG_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelFileError,
+                                       config_content_hash, deserialise_state, jsonable, read_model_files,
+                                       serialise_state)
+from dflab.media.images import ImageLike
+from dflab.runtime.messages import one_line
 
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
 RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir", "backend"})
+
+
+class Backend(str, Enum):
+    """What runs a CNN detector's network when it scores (the ``backend`` runtime setting; see
+    :mod:`dflab.detectors.deep.onnx_backend`)."""
+
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [backend.value for backend in cls]
 
 
 class NotFittedError(RuntimeError):
@@ -123,12 +139,32 @@ class Detector(BaseEstimator):
     def is_fitted(self) -> bool:
         return self.fitted_
 
-    def __sklearn_clone__(self):
-        """scikit-learn's ``clone`` rebuilds from ``get_params``; the registry name is not a parameter, so
-        it is carried over here (an ensemble's cloned members keep their names)."""
-        from sklearn.base import _clone_parametrized
+    # -- optional abilities: declared here with their "none" answer, so callers never probe --------
+    def inner(self) -> "Detector":
+        """The detector whose model computes the scores: itself, or a shipped model a ready detector holds."""
+        return self
 
-        twin = _clone_parametrized(self)
+    def card(self) -> str:
+        """The model card (Markdown) a shipped model comes with; empty for the others."""
+        return ""
+
+    def self_blend_examples(self, sources, out_path, *, n: int = 4) -> Path | None:
+        """A PNG of training examples made from ``sources`` (self-blended images), for the report; None
+        when the detector makes none."""
+        return None
+
+    def training_summary(self) -> dict[str, float]:
+        """Numbers of the last training the lab reports beside the metrics (e.g. a siamese network's
+        pair accuracy); empty when there are none."""
+        return {}
+
+    def __sklearn_clone__(self):
+        """A new, untrained detector with the same parameters (each cloned, as scikit-learn's ``clone``
+        does) and the same registry name, which is not a parameter (an ensemble's cloned members keep
+        their names). Built here from the public API: scikit-learn's own helper for it is private."""
+        from sklearn.base import clone
+
+        twin = type(self)(**{key: clone(value, safe=False) for key, value in self.get_params(deep=False).items()})
         twin.registry_name = self.registry_name
         return twin
 
@@ -163,18 +199,18 @@ class Detector(BaseEstimator):
         """Write the trained model to a folder, or to a zip when ``path`` ends in ``.zip``.
         ``float16`` stores floating-point arrays at half precision (half the size; loaded back as float32)."""
         self._check_fitted()
-        files, config_state = _serialise_state(self._get_state(), float16=float16)
+        files, config_state = serialise_state(self._get_state(), float16=float16)
         config = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "detector": self.name,
-            "params": _jsonable(self.model_params()),
+            "params": jsonable(self.model_params()),
             "state": config_state,
             "dflab_version": __version__,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
-            "info": _jsonable(info or {}),
+            "info": jsonable(info or {}),
         }
-        config["content_hash"] = _content_hash(config)
+        config["content_hash"] = config_content_hash(config)
         config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
         path = Path(path)
         if path.suffix.lower() == ".zip":
@@ -215,20 +251,18 @@ class Detector(BaseEstimator):
         try:
             detector = create(name, **{**params, **runtime_params})
         except (TypeError, ValueError) as err:
-            raise ModelFileError(path, f"parameters do not fit {name} ({_one_line(err)})") from None
+            raise ModelFileError(path, f"parameters do not fit {name} ({one_line(err)})") from None
         if cls is not Detector and not isinstance(detector, cls):
             raise ModelFileError(path, f"holds a {name} model, not a {cls.__name__}")
         try:
-            detector._set_state(_deserialise_state(files, config.get("state", {}), path))
+            detector._set_state(deserialise_state(files, config.get("state", {}), path))
         except ModelFileError:
             raise
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
-            raise ModelFileError(path, f"model state does not fit {name} ({_one_line(err)})") from None
+            raise ModelFileError(path, f"model state does not fit {name} ({one_line(err)})") from None
         detector.fitted_ = True
         detector.model_info_ = config.get("info", {})
         return detector
-
-
 
 
 def runtime_params(cls: type, **values) -> dict[str, Any]:
@@ -267,16 +301,3 @@ def _checked_model_params(cls: type, params: dict, path) -> dict:
 def load_detector(path: str | Path, **runtime_params) -> Detector:
     """Load any saved dflab model (folder or .zip)."""
     return Detector.load(path, **runtime_params)
-
-
-def load_images(sources: Sequence[ImageLike], on_error: str = "raise") -> list[np.ndarray | None]:
-    """Decode sources; failures raise (``on_error="raise"``) or become ``None``."""
-    out: list[np.ndarray | None] = []
-    for source in sources:
-        try:
-            out.append(load_image(source))
-        except ImageError:
-            if on_error == "raise":
-                raise
-            out.append(None)
-    return out

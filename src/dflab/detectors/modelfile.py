@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from dflab.runtime.messages import one_line
+
 MODEL_FORMAT = "dflab-model"
 
 
@@ -27,7 +29,7 @@ CONFIG_FILE = "config.json"
 
 #: The types, beyond those skops trusts by default (scikit-learn estimators, NumPy arrays, plain
 #: containers), that the scikit-learn parts of this package's own models contain: every classifier
-#: of :data:`dflab.detectors.classic.CLASSIFIERS`, the siamese MLP, the stacking and calibration
+#: of :data:`dflab.detectors.handcrafted.classic.CLASSIFIERS`, the siamese MLP, the stacking and calibration
 #: models (``tests/test_model_security.py`` recomputes the list from them). Nothing else in a
 #: ``.skops`` file is ever loaded: never a module prefix, since ``builtins`` alone holds ``open``,
 #: ``eval`` and ``getattr``.
@@ -52,7 +54,7 @@ MAX_SAFETENSORS_HEADER_BYTES = 64 * 2**20
 
 #: The only names a model's files may have: no folders, no hidden files, a known kind (``.onnx``: a
 #: CNN's exported graph, :mod:`dflab.detectors.deep.onnx_backend`).
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(safetensors|skops|onnx)$")
+SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(safetensors|skops|onnx)$")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -66,11 +68,11 @@ class ModelFileError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -84,12 +86,12 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a model config")
 
 
-def _content_hash(config: dict) -> str:
+def config_content_hash(config: dict) -> str:
     payload = {k: config[k] for k in ("detector", "params", "state", "files")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _serialise_state(state: dict[str, Any], float16: bool = False) -> tuple[dict[str, bytes], dict[str, Any]]:
+def serialise_state(state: dict[str, Any], float16: bool = False) -> tuple[dict[str, bytes], dict[str, Any]]:
     from safetensors.numpy import save as save_arrays
 
     arrays: dict[str, np.ndarray] = {}
@@ -105,16 +107,16 @@ def _serialise_state(state: dict[str, Any], float16: bool = False) -> tuple[dict
             import skops.io
 
             files[f"{key}.skops"] = skops.io.dumps(value)
-        elif isinstance(value, bytes) and _SAFE_FILE_NAME.match(key):
+        elif isinstance(value, bytes) and SAFE_FILE_NAME.match(key):
             files[key] = value  # a file kept as it is, named by its key (an exported ONNX graph)
         else:
-            config_state[key] = _jsonable(value)
+            config_state[key] = jsonable(value)
     if arrays:
         files[ARRAYS_FILE] = save_arrays(arrays)
     return files, config_state
 
 
-def _deserialise_state(files: dict[str, bytes], config_state: dict, path) -> dict[str, Any]:
+def deserialise_state(files: dict[str, bytes], config_state: dict, path) -> dict[str, Any]:
     from safetensors.numpy import load as load_arrays
 
     state: dict[str, Any] = dict(config_state)
@@ -124,15 +126,43 @@ def _deserialise_state(files: dict[str, bytes], config_state: dict, path) -> dic
             try:
                 state.update(load_arrays(data))
             except Exception as err:  # noqa: BLE001 - safetensors' own error type is not importable stably
-                raise ModelFileError(f"{path}/{name}", f"not a valid safetensors file ({_one_line(err)})") from None
+                raise ModelFileError(f"{path}/{name}", f"not a valid safetensors file ({one_line(err)})") from None
         elif name.endswith(".skops"):
             state[name[: -len(".skops")]] = _load_skops(data, f"{path}/{name}")
         elif name.endswith(".onnx"):
-            from dflab.detectors.deep.onnx_backend import check_graph
-
             check_graph(data, f"{path}/{name}")
             state[name] = data
     return state
+
+
+def check_graph(graph: bytes, where: str | Path) -> None:
+    """Refuse a graph that is not ONNX or whose weights live in other files (external data: a path
+    the graph names, which would make onnxruntime read any file it points at)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load_model_from_string(graph)  # from bytes: external data is never read here
+    except (DecodeError, ValueError) as err:
+        raise ModelFileError(where, f"not a valid ONNX graph ({one_line(err)})") from None
+    if not proto.graph.input or not proto.graph.output:
+        raise ModelFileError(where, "not a valid ONNX graph (no input or output)")
+    external = [tensor.name for tensor in _tensors(proto.graph)
+                if tensor.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ModelFileError(where, f"refusing an ONNX graph whose weights are in external files ({external[0][:80]})")
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: its initialisers and the tensors in node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
 
 
 def _check_safetensors_header(data: bytes, name: str) -> None:
@@ -150,7 +180,7 @@ def _load_skops(data: bytes, name: str):
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as err:  # noqa: BLE001 - a damaged or foreign file: any parse error
-        raise ModelFileError(name, f"not a valid skops file ({_one_line(err)})") from None
+        raise ModelFileError(name, f"not a valid skops file ({one_line(err)})") from None
     refused = sorted(t for t in untrusted if t not in TRUSTED_SKOPS_TYPES)
     if refused:
         raise ModelFileError(name, f"refusing to load types outside dflab's scikit-learn allow-list: "
@@ -158,7 +188,7 @@ def _load_skops(data: bytes, name: str):
     try:
         return skops.io.loads(data, trusted=sorted(untrusted))
     except Exception as err:  # noqa: BLE001 - only allow-listed types are built; anything failing is damage
-        raise ModelFileError(name, f"not a valid skops file ({_one_line(err)})") from None
+        raise ModelFileError(name, f"not a valid skops file ({one_line(err)})") from None
 
 
 def read_model_files(path: str | Path) -> tuple[dict, dict[str, bytes]]:
@@ -190,11 +220,11 @@ def read_model_files(path: str | Path) -> tuple[dict, dict[str, bytes]]:
     except ModelFileError:
         raise
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as err:
-        raise ModelFileError(path, f"unreadable model ({type(err).__name__}: {_one_line(err)})") from None
+        raise ModelFileError(path, f"unreadable model ({type(err).__name__}: {one_line(err)})") from None
     for name, expected in config["files"].items():
         if hashlib.sha256(files[name]).hexdigest() != expected:
             raise ModelFileError(path, f"{name} does not match its sha256 in {CONFIG_FILE} (file changed or damaged)")
-    if config.get("content_hash") != _content_hash(config):
+    if config.get("content_hash") != config_content_hash(config):
         raise ModelFileError(path, "content hash mismatch: config.json was edited or damaged")
     return config, files
 
@@ -221,7 +251,7 @@ def _parse_config(raw: bytes, path: Path) -> dict:
     try:
         config = json.loads(raw)
     except (ValueError, RecursionError) as err:
-        raise ModelFileError(path, f"{CONFIG_FILE} is not valid JSON ({_one_line(err)})") from None
+        raise ModelFileError(path, f"{CONFIG_FILE} is not valid JSON ({one_line(err)})") from None
     if not isinstance(config, dict):
         raise ModelFileError(path, f"{CONFIG_FILE} is not a JSON object")
     if config.get("format") != MODEL_FORMAT:
@@ -239,7 +269,7 @@ def _parse_config(raw: bytes, path: Path) -> dict:
     if not isinstance(config.setdefault("info", {}), dict):
         raise ModelFileError(path, f"{CONFIG_FILE}: 'info' must be an object")
     for name, digest in config["files"].items():
-        if not _SAFE_FILE_NAME.match(name):
+        if not SAFE_FILE_NAME.match(name):
             raise ModelFileError(path, f"unsafe file name in config: {name[:80]!r}")
         if not isinstance(digest, str) or not _SHA256.match(digest):
             raise ModelFileError(path, f"{CONFIG_FILE}: the sha256 of {name} is not 64 hex digits")
@@ -252,8 +282,3 @@ def _parse_config(raw: bytes, path: Path) -> dict:
 
 def read_model_config(path: str | Path) -> dict:
     return read_model_files(path)[0]
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]

@@ -86,10 +86,19 @@ class ReadyDetector(Detector):
         path = self.folder / CARD_FILE
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
+    def set_params(self, **params) -> "ReadyDetector":
+        """Runtime settings changed after the model was loaded reach the loaded model too (scoring
+        itself changes nothing)."""
+        super().set_params(**params)
+        if self.inner_ is not None:
+            inner_params = self.inner_.get_params(deep=False)
+            settings = {key: value for key, value in params.items() if key in inner_params and key != "model"}
+            if settings:
+                self.inner_.set_params(**settings)
+        return self
+
     def predict_proba(self, images, *, on_error: str = "raise") -> np.ndarray:
-        inner = self.inner()
-        inner.backend = self.backend  # a backend chosen after the first load (set_params) holds too
-        return inner.predict_proba(images, on_error=on_error)
+        return self.inner().predict_proba(images, on_error=on_error)
 
     def explain(self, image) -> np.ndarray:
         return self.inner().explain(image)

@@ -12,6 +12,7 @@ import importlib
 import json
 import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
@@ -49,9 +50,8 @@ def _ensure_loaded() -> None:
     imported, so a new detector is one new file and no list to keep."""
     global _loaded
     if not _loaded:
-        import dflab.detectors as package
-
-        for module in pkgutil.walk_packages(package.__path__, prefix="dflab.detectors."):
+        # The folder is walked, not the package imported: the registry sits below every detector.
+        for module in pkgutil.walk_packages([str(Path(__file__).parent)], prefix="dflab.detectors."):
             importlib.import_module(module.name)
         _loaded = True
 

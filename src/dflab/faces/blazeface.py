@@ -9,7 +9,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from dflab.faces.detection import Face, FaceDetector, _default_device, weighted_nms
+from dflab.faces.detection import Face, FaceDetector, default_device, weighted_nms
 from dflab.runtime.files import sha256_file
 
 #: Environment variable naming a folder of third-party weights (``<folder>/blazeface/blazeface.pth``).
@@ -126,7 +126,7 @@ class BlazeFaceDetector(FaceDetector):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a bad file; all mean "unusable weights"
             raise ValueError(f"{path}: cannot load BlazeFace weights ({type(err).__name__}: {err})") from None
-        self.device = _default_device(device)
+        self.device = default_device(device)
         self.net = _blazeface_network()
         try:
             self.net.load_state_dict(state)

@@ -40,7 +40,7 @@ class FaceDetector:
         return {"name": self.name}
 
 
-def _downscale_for_detection(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+def downscale_for_detection(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
     """Shrink large frames before detection (faces stay large enough); returns (image, factor)."""
     height, width = image.shape[:2]
     if not max_side or max(height, width) <= max_side:
@@ -50,7 +50,7 @@ def _downscale_for_detection(image: np.ndarray, max_side: int | None) -> tuple[n
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
 
 
-def _default_device(device: str | None) -> str:
+def default_device(device: str | None) -> str:
     if device:
         return device
     import torch

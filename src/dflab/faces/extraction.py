@@ -77,8 +77,6 @@ def expand_sources(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     return out
 
 
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "source"
 

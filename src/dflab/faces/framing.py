@@ -3,7 +3,7 @@
 Databases crop faces differently: the UADFV crops of ``Task_1`` show the head and shoulders (the
 face box is about 0.7 of the crop), the DFDC crops of ``Task_2_3`` are tight (the face box reaches
 past the crop, about 1.5x its side). A network trained on one framing sees the other as a different
-kind of image. A :class:`CropPolicy` with a ``scale`` finds the face in each image (MTCNN), and cuts
+kind of image. A crop policy with a ``scale`` (:func:`reframe`) finds the face in each image (MTCNN), and cuts
 the square ``scale`` x the face box around its centre, moved and, if needed, shrunk to stay inside
 the image (no black padding: a tight crop stays the whole image). The same policy is applied at
 training and at scoring time because it is part of the detector's parameters. Images where no face
@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from dflab.media.extraction import extract
-from dflab.media.images import ImageLike, load_image
+from dflab.media.images import ImageLike
 
 #: Layout of one located face: found flag, box (x0, y0, x1, y1), score, 5 landmarks (x, y).
 _N_VALUES = 1 + 4 + 1 + 10
@@ -135,23 +135,6 @@ class FaceFraming:
     def crop(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         left, top, right, bottom = self.region(box, *image.shape[:2])
         return np.ascontiguousarray(image[top:bottom, left:right])
-
-
-def measure_framing(sources: Sequence[ImageLike], *, workers: int | None = None) -> tuple[FaceFraming, int]:
-    """The framing of a set of face crops (medians over the crops where MTCNN finds a face) and the
-    number of crops it was measured on."""
-    scales, shifts = [], []
-    for source, face in zip(sources, locate_faces(sources, workers=workers, description="measuring framing")):
-        if face is None:
-            continue
-        height, width = load_image(source).shape[:2]
-        x0, y0, x1, y1 = face.box
-        side = max(x1 - x0, y1 - y0)
-        scales.append(min(height, width) / side)
-        shifts.append((height / 2 - (y0 + y1) / 2) / side)
-    if not scales:
-        raise ValueError("no face found in any crop: cannot measure the framing")
-    return FaceFraming(round(float(np.median(scales)), 3), round(float(np.median(shifts)), 3)), len(scales)
 
 
 def reframe(image: np.ndarray, face: FaceLocation | None, scale: float | None

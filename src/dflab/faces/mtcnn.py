@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dflab.faces.detection import Face, FaceDetector, _default_device, _downscale_for_detection
+from dflab.faces.detection import Face, FaceDetector, default_device, downscale_for_detection
 
 
 class MTCNNDetector(FaceDetector):
@@ -28,7 +28,7 @@ class MTCNNDetector(FaceDetector):
             raise ImportError("the MTCNN face detector needs facenet-pytorch: pip install facenet-pytorch") from err
         self.min_face_size, self.thresholds = int(min_face_size), tuple(float(t) for t in thresholds)
         self.min_score, self.max_side = float(min_score), max_side
-        self.device = _default_device(device)
+        self.device = default_device(device)
         self._mtcnn = MTCNN(keep_all=True, min_face_size=self.min_face_size, thresholds=list(self.thresholds),
                             select_largest=False, post_process=False, device=self.device)
 
@@ -43,7 +43,7 @@ class MTCNNDetector(FaceDetector):
         for i, image in enumerate(images):
             groups.setdefault(image.shape, []).append(i)
         for indices in groups.values():
-            scaled = [_downscale_for_detection(images[i], self.max_side) for i in indices]
+            scaled = [downscale_for_detection(images[i], self.max_side) for i in indices]
             factor = scaled[0][1]
             batch = np.stack([image for image, _ in scaled])
             boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)

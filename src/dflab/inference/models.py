@@ -11,10 +11,6 @@ class ModelChoiceError(ValueError):
     """No usable model for what was asked; the message is one line saying what to do."""
 
 
-#: What may run a CNN detector's network when scoring (:mod:`dflab.detectors.deep.onnx_backend`).
-BACKENDS = ("auto", "torch", "onnx")
-
-
 def load_scorer(model: Optional[Path], detector: Optional[str], workers: Optional[int], backend: str = "auto"):
     """The model of ``--model``, else the detector of ``--detector``, else the shipped ready detector;
     its network run by ``backend``."""
@@ -55,8 +51,10 @@ def identity_scorer(model: Optional[Path], detector: Optional[str], reference: P
 
 def with_backend(scorer, backend: str):
     """``scorer`` set to run its network with ``backend``; only the CNN detectors have a choice."""
-    if backend not in BACKENDS:
-        raise ModelChoiceError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    from dflab.detectors.base import Backend
+
+    if backend not in Backend.names():
+        raise ModelChoiceError(f"unknown backend {backend!r}: expected one of {', '.join(Backend.names())}")
     if "backend" in scorer.get_params(deep=False):
         scorer.set_params(backend=backend)
     elif backend == "onnx":

@@ -7,54 +7,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy.special import expit
 
 from dflab.media.video import VideoError, sample_frames
-from dflab.runtime.numeric import clipped_logit
-
-AGGREGATIONS = ("mean_prob", "mean_logit", "confident")
-
+from dflab.metrics.core import Aggregation, aggregate_frames
 
 #: Frames searched for faces per progress report (``predict_video(on_frames=...)``).
 PROGRESS_CHUNK = 4
 
 #: Side of a person's thumbnail (PNG data URL in the result).
 THUMBNAIL_PX = 96
-
-
-def aggregate(frame_scores, method: str = "mean_prob", *, fake_threshold: float = 0.8,
-              fake_fraction: float = 1 / 2.5, min_fake_frames: int = 11, real_threshold: float = 0.2,
-              real_fraction: float = 0.9) -> float:
-    """One P(fake) for a video from its frames' P(fake) (NaN scores are ignored; none left -> NaN).
-
-    - ``mean_prob``: the mean probability.
-    - ``mean_logit``: the sigmoid of the mean logit (probabilities clipped to [1e-6, 1 - 1e-6]), so a
-      few confident frames weigh more than in the plain mean.
-    - ``confident``: the DFDC winner's rule (Seferbekov, ``confident_strategy`` in
-      github.com/selimsef/dfdc_deepfake_challenge, ``kernel_utils.py``; 32 frames per video there),
-      with ``n`` scored frames: if more than ``floor(n / 2.5)`` frames **and** more than 11 frames
-      have p > 0.8, the mean of those frames; else if more than ``0.9 n`` frames have p < 0.2, the
-      mean of those; else the mean of all. Note the absolute 11: with fewer than 12 frames the fake
-      branch never fires unless ``min_fake_frames`` is lowered.
-    """
-    scores = np.asarray(frame_scores, dtype=np.float64).ravel()
-    scores = scores[~np.isnan(scores)]
-    if scores.size == 0:
-        return float("nan")
-    if method == "mean_prob":
-        return float(scores.mean())
-    if method == "mean_logit":
-        return float(expit(np.mean(clipped_logit(scores))))
-    if method == "confident":
-        n = scores.size
-        fakes = scores > fake_threshold
-        if fakes.sum() > np.floor(n * fake_fraction) and fakes.sum() > min_fake_frames:
-            return float(scores[fakes].mean())
-        reals = scores < real_threshold
-        if reals.sum() > real_fraction * n:
-            return float(scores[reals].mean())
-        return float(scores.mean())
-    raise ValueError(f"unknown aggregation {method!r}; use one of {', '.join(AGGREGATIONS)}")
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -94,8 +55,7 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
     from dflab.faces.tracking import find_persons
     from dflab.runtime.progress import warn
 
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
+    Aggregation.check(aggregation)
     path = Path(path)
     result = {"video": str(path), "p_fake": float("nan"), "person": None, "aggregation": aggregation,
               "status": "error", "reason": "", "frames": 0, "frames_with_face": 0, "frame_scores": [],
@@ -159,7 +119,7 @@ def _person(person: int, seen: list, aggregation: str) -> dict:
     _, face, crop, _ = max(seen, key=lambda item: item[1].score)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(crop)).resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.BILINEAR).save(buffer, "PNG")
-    return {"person": person, "p_fake": aggregate(scores, aggregation), "frames": len(seen),
+    return {"person": person, "p_fake": aggregate_frames(scores, aggregation), "frames": len(seen),
             "first_timestamp": round(seen[0][0].timestamp, 4), "box": [round(v, 1) for v in face.box],
             "thumbnail": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")}
 

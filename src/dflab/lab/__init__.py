@@ -1,8 +1,9 @@
 """The detection lab: Task 1 (intra-database), Task 2 (inter-database), Task 3 (improved Task 2).
 
 ``config`` (what a run is asked to do), ``protocol`` (manifests, training, thresholds on validation
-data, the run itself), ``scoring`` (scores.csv, written as it goes and resumed), ``demo`` (the lab on
-generated data).
+data, the run itself), ``scoring`` (scores.csv, written as it goes and resumed), ``single`` (one model
+evaluated on datasets: ``dflab evaluate``), ``robustness`` (the same data re-scored under perturbations),
+``demo`` (the lab on generated data).
 """
 
 from dflab.lab.config import TASK_TITLES, LabConfig, config_to_dict

@@ -43,11 +43,11 @@ class LabConfig:
     backend: str = "auto"
 
 
-def _runs_task3(config: LabConfig) -> bool:
+def runs_task3(config: LabConfig) -> bool:
     return bool(config.task3) and 3 in config.tasks and config.task23 is not None
 
 
-def _task3_training_sets(config: LabConfig) -> str:
+def task3_training_sets(config: LabConfig) -> str:
     names = [f"{Path(config.task1).name}/development", f"{Path(config.task23).name}/development"]
     return " + ".join(names + [f"{Path(root).name}/development" for root in config.task3_data])
 

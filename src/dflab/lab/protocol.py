@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +22,13 @@ import pandas as pd
 from dflab import __version__, data, metrics
 from dflab.detectors import Detector, create, get, load_detector
 from dflab.detectors.base import runtime_params
-from dflab.detectors.fusion.calibration import CalibrationError
+from dflab.detectors.fusion.calibration import (CALIBRATION_METHODS, CalibrationError, checked_labels_probabilities,
+                                               fit_calibrator)
 from dflab.detectors.modelfile import ModelFileError
 from dflab.faces.videorows import STATUS_FILE, expand_video_rows, read_video_status, skipped_videos
-from dflab.lab.config import TASK_TITLES, LabConfig, _runs_task3, _task3_training_sets, config_to_dict
+from dflab.lab.config import TASK_TITLES, LabConfig, runs_task3, task3_training_sets, config_to_dict
 from dflab.lab.scoring import read_scores, score_manifest, skipped_files
-from dflab.metrics.calibration import calibration_summary
+from dflab.metrics.calibration import brier_score, expected_calibration_error
 from dflab.runtime.files import write_text_atomic
 from dflab.runtime.progress import info, warn
 
@@ -72,7 +74,7 @@ def prepare_manifests(config: LabConfig) -> dict[str, pd.DataFrame]:
     out["task1_eval"] = _load_split_faces(Path(config.task1), "evaluation", config)
     if config.task23 is not None:
         out["task23_eval"] = _load_split_faces(Path(config.task23), "evaluation", config)
-        if _runs_task3(config):
+        if runs_task3(config):
             t23_dev = _load_split_faces(Path(config.task23), "development", config)
             out["task23_train"], out["task23_valid"] = data.split_by_group(
                 t23_dev, valid_fraction=config.valid_fraction, seed=config.seed)
@@ -175,7 +177,7 @@ def run_lab(config: LabConfig) -> dict:
 
 
 def _run_lab(config: LabConfig, out: Path) -> dict:
-    from dflab.report.document import write_report
+    from dflab.report import write_report
 
     write_text_atomic(out / "lab_config.json", json.dumps(config_to_dict(config), indent=2))
     manifests = prepare_manifests(config)
@@ -265,6 +267,25 @@ def _evaluate(scores: pd.DataFrame, valid_scores: pd.DataFrame, config: LabConfi
     return result
 
 
+def calibration_summary(valid_labels: Any, valid_scores: Any, labels: Any, scores: Any, n_bins: int = 15
+                        ) -> dict[str, dict[str, float]]:
+    """Brier score and ECE of evaluation scores as they are (``raw``) and after each calibrator
+    fitted on the development (validation) scores. NaN scores are left out on both sides; a method
+    that cannot be fitted (one class in development) is left out."""
+    labels, scores = checked_labels_probabilities(labels, scores, allow_nan=True)
+    ok = ~np.isnan(scores)
+    labels, scores = labels[ok], scores[ok]
+    summary = {"raw": {"brier": brier_score(labels, scores), "ece": expected_calibration_error(labels, scores, n_bins)}}
+    for method in CALIBRATION_METHODS:
+        try:
+            calibrated = fit_calibrator(valid_scores, valid_labels, method).transform(scores)
+        except CalibrationError:
+            continue
+        summary[method] = {"brier": brier_score(labels, calibrated),
+                           "ece": expected_calibration_error(labels, calibrated, n_bins)}
+    return summary
+
+
 def _run_detector(name, config, manifests, out, scores_file, valid_file, results):
     models = out / "models" / name
     tasks = set(config.tasks)
@@ -282,14 +303,14 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
         task2 = score_manifest(detector, manifests["task23_eval"], scores_file=scores_file, task="task2",
                                detector_name=name, split="evaluation")
         results["task2"][name] = _evaluate(task2, valid_scores, config)
-    if not _runs_task3(config) or "task23_train" not in manifests:
+    if not runs_task3(config) or "task23_train" not in manifests:
         return
     train = pd.concat([manifests["task1_train"], manifests["task23_train"]]
                       + ([manifests["task3_extra"]] if "task3_extra" in manifests else []), ignore_index=True)
     # Model selection (early stopping, stacking) on the target database's validation part only: Task 3
     # is judged on that database, and the easy Task 1 validation frames would dominate a pooled AUC.
     valid = manifests["task23_valid"]
-    task3_detector = train_or_resume(name, config, train, valid, models / "task3", _task3_training_sets(config))
+    task3_detector = train_or_resume(name, config, train, valid, models / "task3", task3_training_sets(config))
     # The threshold comes from the target database's own development (validation) data.
     task3_valid = score_manifest(task3_detector, manifests["task23_valid"], scores_file=valid_file, task="task3",
                                  detector_name=name, split="development-validation")
@@ -299,12 +320,10 @@ def _run_detector(name, config, manifests, out, scores_file, valid_file, results
 
 
 def _task1_extras(name, detector, manifests, out, result) -> None:
-    if hasattr(detector, "self_blend_examples"):
-        reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
-        examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
-                                                out / "plots" / f"self_blended_{name}.png")
-        if examples is not None:
-            result["figures"] = [{"path": str(examples.relative_to(out)),
-                                  "caption": f"{name}: self-blended training examples"}]
-    if getattr(detector, "pair_accuracy_", None) is not None:
-        result["pair_accuracy"] = float(detector.pair_accuracy_)
+    reals = manifests["task1_train"].loc[manifests["task1_train"]["label"] == 0, "path"].tolist()
+    examples = detector.self_blend_examples(reals[::max(1, len(reals) // 4)],
+                                            out / "plots" / f"self_blended_{name}.png")
+    if examples is not None:
+        result["figures"] = [{"path": str(examples.relative_to(out)),
+                              "caption": f"{name}: self-blended training examples"}]
+    result.update(detector.training_summary())

@@ -45,25 +45,16 @@ class EvaluationSet:
     split: str
 
 
-def evaluate_model(scorer: Detector, manifest: pd.DataFrame, out: Path, *, data_label: str, split: str,
-                   model_label: str, command: str, n_boot: int = 1000, seed: int = 0, perturb: bool = False,
-                   cluster=None, frames_per_video: int = FRAMES_PER_VIDEO) -> dict:
-    """Score ``manifest`` (resuming ``out/scores.csv``; on ``cluster``, a
-    :class:`~dflab.runtime.cluster.OnCluster`, when given), measure every level at the model's own
-    thresholds (chosen on its validation data when it was trained), optionally under perturbations,
-    and write ``metrics.json`` and the report into ``out``. Returns the metrics."""
-    return evaluate_datasets(scorer, [EvaluationSet("evaluate", data_label, manifest, split)], out,
-                             model_label=model_label, command=command, n_boot=n_boot, seed=seed, perturb=perturb,
-                             cluster=cluster, frames_per_video=frames_per_video)
-
-
 def evaluate_datasets(scorer: Detector, sets: list[EvaluationSet], out: Path, *, model_label: str, command: str,
                       n_boot: int = 1000, seed: int = 0, perturb: bool = False, cluster=None,
                       frames_per_video: int = FRAMES_PER_VIDEO) -> dict:
-    """:func:`evaluate_model` on several datasets into one ``out``: one ``scores.csv`` (task = the
-    set's name), a task per dataset in ``metrics.json`` and the report, and with two or more sets
+    """Score each set's manifest (resuming ``out/scores.csv``; on ``cluster``, a
+    :class:`~dflab.runtime.cluster.OnCluster`, when given), measure every level at the model's own
+    thresholds (chosen on its validation data when it was trained), optionally under perturbations,
+    and write into one ``out``: one ``scores.csv`` (task = the set's name), a task per dataset in
+    ``metrics.json`` and the report, and with two or more sets
     the cross-database matrix (:func:`matrix_row`, one row per dataset) in ``metrics.json``,
-    ``matrix.csv`` and at the top of the report."""
+    ``matrix.csv`` and at the top of the report. Returns the metrics."""
     from dflab.report import write_report
 
     name = scorer.name
@@ -95,7 +86,7 @@ def evaluate_datasets(scorer: Detector, sets: list[EvaluationSet], out: Path, *,
         "skipped": skipped_files(read_scores(out / "scores.csv")),
     }
     if perturb:
-        from dflab.metrics.robustness import evaluate_robustness
+        from dflab.lab.robustness import evaluate_robustness
 
         evaluation_set, scores = sets[0], all_scores[0]
         scored = evaluation_set.manifest.merge(scores[["path", "score"]], on="path", how="left")

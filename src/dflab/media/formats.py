@@ -20,10 +20,6 @@ def is_video_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def is_image_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def media_files(folder: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
     """Every image and video under ``folder`` (recursively, following links, each folder once), sorted,
     and what was left out: ``(path, reason)`` for each other file (a GIF, an unknown type, a dangling

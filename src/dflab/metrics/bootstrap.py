@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dflab.metrics.core import MetricsError, _as_1d, _check_labels_scores
+from dflab.metrics.core import MetricsError, as_1d, check_labels_scores
 
 # Upper bound on the number of floats per bootstrap chunk (rows x samples), to bound memory.
 _BOOT_CHUNK_ELEMENTS = 2_000_000
@@ -84,7 +84,7 @@ def bootstrap_ci(
     ``numpy.random.default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))[b]``.
     Returns {"auc": (lo, hi), "eer": (lo, hi)} at level 1 - alpha (numpy.percentile, linear).
     """
-    label_int, score_array = _check_labels_scores(labels, scores)
+    label_int, score_array = check_labels_scores(labels, scores)
     n_boot = int(n_boot)
     if n_boot < 1:
         raise MetricsError(f"n_boot must be at least 1; got {n_boot}")
@@ -95,7 +95,7 @@ def bootstrap_ci(
         group_codes = np.arange(n_samples)
         n_groups = n_samples
     else:
-        group_array = _as_1d(groups, "groups")
+        group_array = as_1d(groups, "groups")
         if group_array.shape[0] != n_samples:
             raise MetricsError(
                 f"groups and scores differ in length: {group_array.shape[0]} groups, "

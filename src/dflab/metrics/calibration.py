@@ -1,16 +1,12 @@
-"""Calibration: make a detector's P(fake) mean a probability, and measure how well it does.
+"""Calibration quality: how well a detector's P(fake) means a probability. The maps that make it one
+(Platt scaling, isotonic regression) are :mod:`dflab.detectors.fusion.calibration`'s.
 
-* :func:`fit_calibrator` fits Platt scaling (a logistic regression on the score's logit, with
-  Platt's smoothed targets so separable data still gives a finite slope) or isotonic regression
-  (scikit-learn's PAV) on **development** scores and labels; :meth:`Calibrator.transform` maps new
-  scores; :meth:`Calibrator.to_state` / :meth:`Calibrator.from_state` turn the fitted map into plain
-  NumPy arrays (safetensors-friendly, no pickles).
 * :func:`brier_score`, :func:`expected_calibration_error` and :func:`reliability_curve` measure
   calibration of P(fake) (the positive class): equal-width bins over [0, 1], bin ``i`` holding
   ``i/n <= p < (i+1)/n`` and the last bin also ``p == 1`` (scikit-learn's ``calibration_curve``
   convention); ECE = sum over bins of ``count/N * |fraction of fakes - mean P(fake)|``.
 
-NaN scores (unusable images) stay NaN through ``transform``; the metrics refuse them.
+The metrics refuse NaN scores (unusable images).
 """
 
 from __future__ import annotations
@@ -19,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from dflab.detectors.fusion.calibration import CALIBRATION_METHODS, CalibrationError, _check, fit_calibrator
+from dflab.detectors.fusion.calibration import CalibrationError, checked_labels_probabilities
 
 
 def brier_score(labels: Any, p: Any) -> float:
     """Mean squared difference between P(fake) and the label (0 is perfect, 0.25 is a coin)."""
-    labels, p = _check(labels, p)
+    labels, p = checked_labels_probabilities(labels, p)
     return float(np.mean((p - labels) ** 2))
 
 
@@ -37,7 +33,7 @@ def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
 def reliability_curve(labels: Any, p: Any, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Per equal-width bin: ``edges`` (n_bins + 1), ``count``, ``mean_prob`` (mean P(fake)) and
     ``fraction_fake`` (observed frequency); the last two are NaN for empty bins."""
-    labels, p = _check(labels, p)
+    labels, p = checked_labels_probabilities(labels, p)
     index = _bin_index(p, int(n_bins))
     count = np.bincount(index, minlength=n_bins).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -53,22 +49,3 @@ def expected_calibration_error(labels: Any, p: Any, n_bins: int = 15) -> float:
     used = curve["count"] > 0
     weights = curve["count"][used] / curve["count"].sum()
     return float(np.sum(weights * np.abs(curve["fraction_fake"][used] - curve["mean_prob"][used])))
-
-
-def calibration_summary(valid_labels: Any, valid_scores: Any, labels: Any, scores: Any, n_bins: int = 15
-                        ) -> dict[str, dict[str, float]]:
-    """Brier score and ECE of evaluation scores as they are (``raw``) and after each calibrator
-    fitted on the development (validation) scores. NaN scores are left out on both sides; a method
-    that cannot be fitted (one class in development) is left out."""
-    labels, scores = _check(labels, scores, allow_nan=True)
-    ok = ~np.isnan(scores)
-    labels, scores = labels[ok], scores[ok]
-    summary = {"raw": {"brier": brier_score(labels, scores), "ece": expected_calibration_error(labels, scores, n_bins)}}
-    for method in CALIBRATION_METHODS:
-        try:
-            calibrated = fit_calibrator(valid_scores, valid_labels, method).transform(scores)
-        except CalibrationError:
-            continue
-        summary[method] = {"brier": brier_score(labels, calibrated),
-                           "ece": expected_calibration_error(labels, calibrated, n_bins)}
-    return summary

@@ -13,6 +13,7 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,25 @@ from sklearn import metrics as skm
 
 from dflab.runtime.numeric import clipped_logit
 
-AGGREGATION_METHODS = ("mean_prob", "mean_logit")
+
+class Aggregation(str, Enum):
+    """How a video's frame scores become its one P(fake) (:func:`aggregate_frames`): the same rule for
+    ``dflab predict``, ``dflab serve`` and the lab's video level."""
+
+    mean_prob = "mean_prob"
+    mean_logit = "mean_logit"
+    confident = "confident"
+
+    @classmethod
+    def check(cls, method: str) -> str:
+        """``method`` if it names an aggregation, else a :class:`MetricsError` listing them."""
+        if method not in {aggregation.value for aggregation in cls}:
+            raise MetricsError(f"unknown aggregation {method!r}; use one of {', '.join(a.value for a in cls)}")
+        return method
+
+
+#: The video levels every evaluation reports (``LEVELS``); ``aggregate_by_video`` takes any :class:`Aggregation`.
+AGGREGATION_METHODS = (Aggregation.mean_prob.value, Aggregation.mean_logit.value)
 
 
 LEVELS = ("frame", "video_mean_prob", "video_mean_logit")
@@ -36,17 +55,17 @@ class MetricsError(ValueError):
     """Invalid input to a metric (one class only, empty, NaN scores, length mismatch, ...)."""
 
 
-def _as_1d(values: Any, name: str) -> np.ndarray:
+def as_1d(values: Any, name: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
         raise MetricsError(f"{name} must be one-dimensional; got shape {array.shape}")
     return array
 
 
-def _check_labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """Return (labels as int 0/1, scores as float), raising MetricsError on bad input."""
-    label_array = _as_1d(labels, "labels")
-    score_array = _as_1d(scores, "scores")
+    label_array = as_1d(labels, "labels")
+    score_array = as_1d(scores, "scores")
     if label_array.shape[0] != score_array.shape[0]:
         raise MetricsError(
             f"labels and scores differ in length: {label_array.shape[0]} labels, "
@@ -96,7 +115,7 @@ def _check_threshold(threshold: Any) -> float:
     return value
 
 
-def _check_columns(frame: pd.DataFrame, required: tuple[str, ...]) -> None:
+def check_columns(frame: pd.DataFrame, required: tuple[str, ...]) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise MetricsError(f"expected a pandas DataFrame; got {type(frame).__name__}")
     missing = [c for c in required if c not in frame.columns]
@@ -112,14 +131,14 @@ def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     Positive class = fake (1). Point k is "fake if score >= thresholds[k]"; thresholds[0] is
     scikit-learn's sentinel above every score (inf in recent versions) giving the (0, 0) point.
     """
-    label_int, score_array = _check_labels_scores(labels, scores)
+    label_int, score_array = check_labels_scores(labels, scores)
     fpr, tpr, thresholds = skm.roc_curve(label_int, score_array, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
 def roc_auc(labels: Any, scores: Any) -> float:
     """Area under the ROC curve; tied real/fake scores count one half."""
-    label_int, score_array = _check_labels_scores(labels, scores)
+    label_int, score_array = check_labels_scores(labels, scores)
     return float(skm.roc_auc_score(label_int, score_array))
 
 
@@ -173,7 +192,7 @@ def error_rates_at(labels: Any, scores: Any, threshold: float) -> dict[str, floa
     apcer: fraction of fakes (label 1) classified real (score < threshold).
     bpcer: fraction of reals (label 0) classified fake (score >= threshold).
     """
-    label_int, score_array = _check_labels_scores(labels, scores)
+    label_int, score_array = check_labels_scores(labels, scores)
     threshold = _check_threshold(threshold)
     predicted_fake = score_array >= threshold
     is_fake = label_int == 1
@@ -185,18 +204,54 @@ def error_rates_at(labels: Any, scores: Any, threshold: float) -> dict[str, floa
     }
 
 
+def aggregate_frames(frame_scores, method: str = "mean_prob", *, fake_threshold: float = 0.8,
+              fake_fraction: float = 1 / 2.5, min_fake_frames: int = 11, real_threshold: float = 0.2,
+              real_fraction: float = 0.9) -> float:
+    """One P(fake) for a video from its frames' P(fake) (NaN scores are ignored; none left -> NaN).
+
+    - ``mean_prob``: the mean probability.
+    - ``mean_logit``: the sigmoid of the mean logit (probabilities clipped to [1e-6, 1 - 1e-6]), so a
+      few confident frames weigh more than in the plain mean.
+    - ``confident``: the DFDC winner's rule (Seferbekov, ``confident_strategy`` in
+      github.com/selimsef/dfdc_deepfake_challenge, ``kernel_utils.py``; 32 frames per video there),
+      with ``n`` scored frames: if more than ``floor(n / 2.5)`` frames **and** more than 11 frames
+      have p > 0.8, the mean of those frames; else if more than ``0.9 n`` frames have p < 0.2, the
+      mean of those; else the mean of all. Note the absolute 11: with fewer than 12 frames the fake
+      branch never fires unless ``min_fake_frames`` is lowered.
+    """
+    scores = np.asarray(frame_scores, dtype=np.float64).ravel()
+    scores = scores[~np.isnan(scores)]
+    if scores.size == 0:
+        return float("nan")
+    if method == "mean_prob":
+        return float(scores.mean())
+    if method == "mean_logit":
+        return float(expit(np.mean(clipped_logit(scores))))
+    if method == "confident":
+        n = scores.size
+        fakes = scores > fake_threshold
+        if fakes.sum() > np.floor(n * fake_fraction) and fakes.sum() > min_fake_frames:
+            return float(scores[fakes].mean())
+        reals = scores < real_threshold
+        if reals.sum() > real_fraction * n:
+            return float(scores[reals].mean())
+        return float(scores.mean())
+    Aggregation.check(method)
+    raise AssertionError(f"aggregation {method} has no rule here")
+
+
 def aggregate_by_video(frame: pd.DataFrame, method: str = "mean_prob") -> pd.DataFrame:
     """One row per video (columns video, label, score, n_frames) from per-frame rows.
 
     method "mean_prob" averages the frame probabilities; "mean_logit" averages
     logit(clip(p, 1e-6, 1 - 1e-6)) and maps the mean back through the sigmoid, so the video
-    score is still a probability. Frames with NaN score (failed frames) are dropped first;
+    score is still a probability; "confident" is :func:`aggregate_frames`' rule, as ``dflab predict``
+    applies it. Frames with NaN score (failed frames) are dropped first;
     a video left with no valid frame is dropped; n_frames counts the valid frames used.
     Raises MetricsError if the frames of one video disagree on the label.
     """
-    _check_columns(frame, ("video", "label", "score"))
-    if method not in AGGREGATION_METHODS:
-        raise MetricsError(f"unknown aggregation method {method!r}; use one of {AGGREGATION_METHODS}")
+    check_columns(frame, ("video", "label", "score"))
+    Aggregation.check(method)
     data = frame[["video", "label", "score"]].copy()
     if data["video"].isna().any():
         raise MetricsError(f"{int(data['video'].isna().sum())} row(s) have no video id")
@@ -220,9 +275,7 @@ def aggregate_by_video(frame: pd.DataFrame, method: str = "mean_prob") -> pd.Dat
     ).reset_index()
     if method == "mean_logit":
         result["score"] = expit(result["score"].to_numpy())
+    if method == "confident":
+        result["score"] = grouped["score"].agg(lambda scores: aggregate_frames(scores.to_numpy(), method)).to_numpy()
     result["n_frames"] = result["n_frames"].astype(np.int64)
     return result[["video", "label", "score", "n_frames"]]
-
-
-
-

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from dflab.metrics.bootstrap import bootstrap_ci
-from dflab.metrics.core import (AGGREGATION_METHODS, LEVELS, MetricsError, _check_columns, _check_labels_scores,
+from dflab.metrics.core import (AGGREGATION_METHODS, LEVELS, MetricsError, check_columns, check_labels_scores,
                                 aggregate_by_video, eer, error_rates_at, roc_auc)
 
 
@@ -27,7 +27,7 @@ def evaluate(
     threshold, accuracy, apcer, bpcer when a (development-chosen) threshold is given. CIs resample
     `groups` (see bootstrap_ci); n_boot=0 skips the bootstrap and sets auc_ci/eer_ci to None.
     """
-    label_int, score_array = _check_labels_scores(labels, scores)
+    label_int, score_array = check_labels_scores(labels, scores)
     n_fake = int(label_int.sum())
     eer_value, eer_threshold = eer(label_int, score_array)
     result: dict[str, Any] = {
@@ -65,7 +65,7 @@ def evaluate_levels(
     n_missing: frames with NaN score excluded (frame level) or videos excluded because none of
     their frames had a score (video levels).
     """
-    _check_columns(frame, ("video", "label", "score"))
+    check_columns(frame, ("video", "label", "score"))
     thresholds = dict(thresholds or {})
     unknown = sorted(set(thresholds) - set(LEVELS))
     if unknown:

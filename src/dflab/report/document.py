@@ -1,23 +1,21 @@
-"""The lab report as one document: a list of blocks (headings, paragraphs, tables, figures, ...) built
-once from metrics.json and the plots, then rendered by :mod:`dflab.report.html` and
-:mod:`dflab.report.markdown`, so the two files can never say different things.
+"""What the lab report says: the blocks of :mod:`dflab.report.blocks` built once from metrics.json and the
+plots, then rendered by :mod:`dflab.report.html` and :mod:`dflab.report.markdown`, so the two files can
+never say different things.
 
-Inputs are the lab's per-sample ``scores`` table (one row per sample x detector x task) and the
-``metrics`` dict that is also saved as ``metrics.json``.
+Inputs are the ``metrics`` dict that is also saved as ``metrics.json`` and the plots
+:mod:`dflab.report.writer` drew from the lab's per-sample scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import pandas as pd
-
-from dflab.report.plots import plot_robustness, save_figure, write_plots
-from dflab.report.tables import (CALIBRATION_NOTE, MATRIX_NOTE, MISSING, _calibration_table, _frame_table,
-                                 matrix_table, _meta_items, _robustness_table, _threshold_table, _video_table)
+from dflab.report.blocks import (Block, Bullets, Definitions, Document, Figures, Header, Heading, Notice, Paragraph,
+                                 Table)
+from dflab.report.tables import (CALIBRATION_NOTE, MATRIX_NOTE, MISSING, calibration_table, frame_table,
+                                 matrix_table, meta_items, robustness_table, threshold_table, video_table)
 
 SYNTHETIC_NOTICE = "Synthetic data — numbers say nothing about real deepfakes."
 
@@ -87,65 +85,6 @@ ROBUSTNESS_NOTE = ("Frame-level AUC of the same scores after JPEG re-compression
 #: Skipped-file tables longer than this are folded (HTML) so that they do not bury the results.
 FOLD_ROWS = 20
 
-Row = Union[Sequence[str], tuple[str, str]]  # a (name, error) tuple spans the row with the error
-
-
-@dataclass
-class Header:
-    title: str
-    created: str
-    version: str
-    command: str
-
-
-@dataclass
-class Notice:
-    text: str
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Paragraph:
-    lines: list[str]
-
-
-@dataclass
-class Bullets:
-    items: list[tuple[str | None, str]]  # (bold term or None, text)
-    notes: bool = False                  # small print under a task (e.g. "no fake scored")
-
-
-@dataclass
-class Table:
-    header: Sequence[str]
-    rows: Sequence[Row]
-    fold: bool = False        # long table: folded behind "show all" where the format can
-    settings: bool = False    # run settings: folded behind "Run settings" where the format can
-
-
-@dataclass
-class Figures:
-    items: list[tuple[Path, str]]  # (PNG path, caption)
-
-
-@dataclass
-class Definitions:
-    items: Sequence[tuple[str, str]]
-
-
-Block = Union[Header, Notice, Heading, Paragraph, Bullets, Table, Figures, Definitions]
-
-
-@dataclass
-class Document:
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-
 
 def _png_of(paths: Sequence[Path]) -> Path | None:
     return next((Path(p) for p in paths if Path(p).suffix == ".png"), None)
@@ -174,7 +113,7 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
                                   str(meta.get("command", MISSING)))]
     if meta.get("synthetic"):
         blocks.append(Notice(SYNTHETIC_NOTICE))
-    extra_meta = _meta_items(meta)
+    extra_meta = meta_items(meta)
     if extra_meta:
         blocks.append(Table(["Setting", "Value"], [[k, v] for k, v in extra_meta], settings=True))
     if metrics.get("matrix"):
@@ -190,12 +129,12 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
             blocks.append(Paragraph([f"Trained on: {task_metrics.get('train', MISSING)}",
                                      f"Evaluated on: {task_metrics.get('eval', MISSING)}"]))
         if task_metrics.get("detectors"):
-            blocks += [Heading("Frame level", 3), Table(*_frame_table(task_metrics)),
-                       Heading("Video level", 3), Table(*_video_table(task_metrics))]
-            header, rows = _threshold_table(task_metrics)
+            blocks += [Heading("Frame level", 3), Table(*frame_table(task_metrics)),
+                       Heading("Video level", 3), Table(*video_table(task_metrics))]
+            header, rows = threshold_table(task_metrics)
             if rows:
                 blocks += [Heading("At the threshold chosen on development data", 3), Table(header, rows)]
-            header, rows = _calibration_table(task_metrics)
+            header, rows = calibration_table(task_metrics)
             if rows:
                 blocks += [Heading("Calibration", 3), Paragraph([CALIBRATION_NOTE]), Table(header, rows)]
         else:
@@ -211,7 +150,7 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
 
     robustness = metrics.get("robustness")
     if robustness:
-        blocks += [Heading("Robustness"), Paragraph([ROBUSTNESS_NOTE]), Table(*_robustness_table(robustness))]
+        blocks += [Heading("Robustness"), Paragraph([ROBUSTNESS_NOTE]), Table(*robustness_table(robustness))]
         png = _png_of(plots_extra.get("robustness", []))
         if png is not None:
             blocks.append(Figures([(png, "AUC under perturbations")]))
@@ -226,32 +165,3 @@ def build_document(metrics: Mapping[str, Any], plots: Mapping[str, Any],
     else:
         blocks.append(Paragraph(["none"]))
     return Document(title, blocks)
-
-
-def write_report(out_dir: str | Path, scores: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Path]:
-    """Write plots into ``out_dir/plots/``, then ``out_dir/report.html`` (one self-contained page with
-    the plots embedded) and ``out_dir/report.md`` (same tables, plots linked as ``plots/*.png``).
-
-    Returns ``{"html": ..., "markdown": ..., "plots_dir": ...}``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots_dir = out / "plots"
-    plots = write_plots(scores, metrics, plots_dir)
-    plots_extra = {}
-    figures = [(out / figure["path"], figure.get("caption", ""))
-               for task in (metrics.get("tasks") or {}).values()
-               for entry in (task.get("detectors") or {}).values() if isinstance(entry, Mapping)
-               for figure in entry.get("figures") or [] if (out / figure["path"]).exists()]
-    if figures:
-        plots_extra["detector_figures"] = figures
-    if metrics.get("robustness"):
-        plots_extra["robustness"] = save_figure(plot_robustness(metrics["robustness"]), plots_dir / "robustness")
-    from dflab.report import html, markdown
-
-    document = build_document(metrics, plots, plots_extra)
-    html_path = out / "report.html"
-    html_path.write_text(html.render(document), encoding="utf-8")
-    markdown_path = out / "report.md"
-    markdown_path.write_text(markdown.render(document, out), encoding="utf-8")
-    return {"html": html_path, "markdown": markdown_path, "plots_dir": plots_dir}

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from dflab.report.document import (Bullets, Definitions, Document, Figures, Header, Heading, Notice, Paragraph, Row,
-                                   Table)
+from dflab.report.blocks import (Bullets, Definitions, Document, Figures, Header, Heading, Notice, Paragraph, Row,
+                                 Table)
 
 
 def _cell(value: Any) -> str:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc as area_under_curve
 from sklearn.metrics import roc_curve
 
-from dflab.report.tables import _finite_number, _plain, format_metric
+from dflab.report.tables import finite_number, mathtext_safe, format_metric
 
 REQUIRED_SCORE_COLUMNS = ("task", "detector", "label", "score")
 
@@ -56,14 +56,14 @@ def plot_roc(
             np.asarray(tpr, dtype=float),
             linewidth=2,
             color=colours.get(name),
-            label=f"{_plain(name)} (AUC {format_metric(auc_value)})",
+            label=f"{mathtext_safe(name)} (AUC {format_metric(auc_value)})",
         )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")
     ax.set_xlabel("False positive rate (reals called fake)")
     ax.set_ylabel("True positive rate (fakes detected)")
-    ax.set_title(_plain(title))
+    ax.set_title(mathtext_safe(title))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
     # Laid out once here rather than by a layout engine on every save (PNG and SVG each redo it).
@@ -108,7 +108,7 @@ def plot_score_histograms(
                 linewidth=1.2,
                 label=f"{name} (n={class_scores.size})",
             )
-    number = _finite_number(threshold)
+    number = finite_number(threshold)
     if number is not None:
         ax.axvline(number, color="black", linestyle="--", linewidth=1.2, label=f"{threshold_label} = {number:.3f}")
     ax.set_xlim(0, 1)
@@ -116,7 +116,7 @@ def plot_score_histograms(
     ax.set_ylabel("Density")
     n_missing = int((~finite).sum())
     left_out = f"\n({n_missing} sample{'' if n_missing == 1 else 's'} without a score left out)" if n_missing else ""
-    ax.set_title(_plain(title) + left_out)
+    ax.set_title(mathtext_safe(title) + left_out)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         # Headroom above the tallest bin so the legend (one row) never hides the histograms.
@@ -253,7 +253,7 @@ def write_plots(scores: pd.DataFrame, metrics: Mapping[str, Any], out_dir: str |
                 continue
             frame_metrics = _level_metrics(metrics, task, detector, "frame")
             threshold, threshold_label = frame_metrics.get("threshold"), "dev threshold"
-            if _finite_number(threshold) is None:
+            if finite_number(threshold) is None:
                 threshold, threshold_label = frame_metrics.get("eer_threshold"), "EER threshold"
             stem = f"hist_{_safe_filename(task)}_{_safe_filename(detector)}"
             # Two names that sanitise alike (e.g. "a b" and "a_b") must not overwrite each other.
@@ -288,18 +288,18 @@ def plot_robustness(robustness: Mapping[str, Mapping[str, Any]], title: str = "A
     colours = _detector_colours(detectors)
     for k, detector in enumerate(detectors):
         x = np.arange(len(perturbations)) + (k - (len(detectors) - 1) / 2) * width
-        auc = np.array([_finite_number((robustness[detector].get(p) or {}).get("auc")) or np.nan
+        auc = np.array([finite_number((robustness[detector].get(p) or {}).get("auc")) or np.nan
                         for p in perturbations])
         ci = [(robustness[detector].get(p) or {}).get("auc_ci") or [np.nan, np.nan] for p in perturbations]
         low = np.array([a - (c[0] if c[0] is not None else np.nan) for a, c in zip(auc, ci)])
         high = np.array([(c[1] if c[1] is not None else np.nan) - a for a, c in zip(auc, ci)])
-        ax.bar(x, auc, width, label=_plain(detector), color=colours[detector],
+        ax.bar(x, auc, width, label=mathtext_safe(detector), color=colours[detector],
                yerr=np.nan_to_num(np.vstack([low, high])), capsize=2)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_xticks(np.arange(len(perturbations)), [_plain(p) for p in perturbations])
+    ax.set_xticks(np.arange(len(perturbations)), [mathtext_safe(p) for p in perturbations])
     ax.set_ylim(0, 1)
     ax.set_ylabel("frame-level AUC")
-    ax.set_title(_plain(title))
+    ax.set_title(mathtext_safe(title))
     ax.legend(loc="lower right", fontsize=8)
     fig.subplots_adjust(bottom=0.15)
     return fig

@@ -17,7 +17,7 @@ LEVEL_TITLES = (
 )
 
 
-def _finite_number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """Return ``value`` as a float when it is a finite number, else None (None, NaN, text, ...)."""
     if value is None or isinstance(value, bool):
         return None
@@ -34,19 +34,19 @@ def format_metric(value: Any, ci: Sequence[Any] | None = None, digits: int = 3) 
     A missing value (None, NaN, inf) becomes ``"—"``. The interval is shown only when both of its
     bounds are finite numbers.
     """
-    number = _finite_number(value)
+    number = finite_number(value)
     if number is None:
         return MISSING
     text = f"{number:.{digits}f}"
     if ci is not None and len(ci) == 2:
-        low, high = _finite_number(ci[0]), _finite_number(ci[1])
+        low, high = finite_number(ci[0]), finite_number(ci[1])
         if low is not None and high is not None:
             text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     return text
 
 
 def _format_count(value: Any) -> str:
-    number = _finite_number(value)
+    number = finite_number(value)
     return MISSING if number is None else str(int(number))
 
 
@@ -54,18 +54,18 @@ def _format_samples(level_metrics: Mapping[str, Any]) -> str:
     """``"120 (60 real / 60 fake), 3 missing"`` from the n fields of one metrics level."""
     text = f"{_format_count(level_metrics.get('n'))} ({_format_count(level_metrics.get('n_real'))} real / " \
            f"{_format_count(level_metrics.get('n_fake'))} fake)"
-    missing = _finite_number(level_metrics.get("n_missing"))
+    missing = finite_number(level_metrics.get("n_missing"))
     if missing:
         text += f", {int(missing)} missing"
     return text
 
 
-def _plain(text: Any) -> str:
+def mathtext_safe(text: Any) -> str:
     """Text for a matplotlib label: a '$' would otherwise start mathtext (and can fail to parse)."""
     return str(text).replace("$", r"\$")
 
 
-def _robustness_table(robustness: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def robustness_table(robustness: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     detectors = list(robustness)
     perturbations = list(dict.fromkeys(p for entry in robustness.values() for p in entry))
     header = ["Perturbation"] + [f"{d}: AUC [95% CI]" for d in detectors]
@@ -84,7 +84,7 @@ def _error_of(entry: Mapping[str, Any]) -> str | None:
     return None if error is None else str(error)
 
 
-def _frame_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str] | tuple[str, str]]]:
+def frame_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str] | tuple[str, str]]]:
     header = ["Detector", "Samples", "AUC [95% CI]", "EER [95% CI]", "EER threshold"]
     # Siamese detectors also report how often they judge a validation pair (same/different) right.
     with_pairs = any("pair_accuracy" in entry for _, entry in _detector_entries(task_metrics))
@@ -110,7 +110,7 @@ def _frame_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[
     return header, rows
 
 
-def _video_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str] | tuple[str, str]]]:
+def video_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str] | tuple[str, str]]]:
     header = [
         "Detector",
         "Videos",
@@ -138,7 +138,7 @@ def _video_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[
     return header, rows
 
 
-def _threshold_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+def threshold_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Decisions at the development threshold, one row per detector x level that has one."""
     header = ["Detector", "Level", "Dev threshold", "Accuracy", "APCER", "BPCER"]
     rows: list[list[str]] = []
@@ -160,7 +160,7 @@ def _threshold_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[l
     return header, rows
 
 
-def _meta_items(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+def meta_items(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Meta fields other than those shown in the header, as (key, text) pairs."""
     shown = {"title", "created", "dflab_version", "command", "synthetic"}
     return [(str(key), str(value)) for key, value in meta.items() if key not in shown]
@@ -175,7 +175,7 @@ CALIBRATION_NOTE = ("Frame level. Brier score (0 is perfect, 0.25 a coin toss) a
                     "isotonic regression fitted on the development (validation) scores of the model.")
 
 
-def _calibration_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+def calibration_table(task_metrics: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["Detector", "AUC"]
     for _, label in CALIBRATION_COLUMNS:
         header += [f"Brier ({label})", f"ECE ({label})"]
@@ -199,14 +199,14 @@ MATRIX_NOTE = ("One model on several datasets. Video level: the mean P(fake) of 
 
 
 def _share(value: Any) -> str:
-    number = _finite_number(value)
+    number = finite_number(value)
     return MISSING if number is None else f"{100 * number:.1f}%"
 
 
 def matrix_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["dataset", "split", "videos (real / fake)", "frames", "frame AUC [95% CI]", "frame EER",
               "video AUC [95% CI]", "video EER", "threshold", "real called fake", "fakes caught"]
-    table = [[_plain(row.get("data", row.get("dataset"))), _plain(row.get("split")),
+    table = [[mathtext_safe(row.get("data", row.get("dataset"))), mathtext_safe(row.get("split")),
               f"{_format_count(row.get('real_videos'))} / {_format_count(row.get('fake_videos'))}",
               _format_count(row.get("frames")), format_metric(row.get("frame_auc"), row.get("frame_auc_ci")),
               format_metric(row.get("frame_eer")), format_metric(row.get("video_auc"), row.get("video_auc_ci")),

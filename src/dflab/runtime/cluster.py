@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from dflab.runtime.messages import one_line
+
 #: Times a chunk whose task raised is submitted again (a worker that dies is the scheduler's business).
 CHUNK_RETRIES = 2
 
@@ -96,7 +98,8 @@ def map_chunks(client, load: Callable[[], Any], work: Callable[[Any, Any], Any],
         try:
             client.register_plugin(_LoadOnWorker(plugin_name, load), name=plugin_name)
         except Exception as err:  # noqa: BLE001 - whatever load() raised on a worker, as one line
-            raise ClusterError(f"cannot load the model on the cluster's workers ({_one_line(err)})") from None
+            raise ClusterError(f"cannot load the model on the cluster's workers "
+                               f"({one_line(f'{type(err).__name__}: {err}')})") from None
         futures = {client.submit(_run_chunk, plugin_name, work, chunk, retries=retries, pure=False): index
                    for index, chunk in enumerate(chunks)}
         for future in as_completed(futures):
@@ -107,7 +110,7 @@ def map_chunks(client, load: Callable[[], Any], work: Callable[[Any, Any], Any],
                 for other in futures:
                     other.cancel()
                 raise ClusterError(f"chunk {index + 1} of {len(chunks)} failed on the cluster "
-                                   f"({_one_line(err)})") from None
+                                   f"({one_line(f'{type(err).__name__}: {err}')})") from None
             future.release()  # its result is handed over: the cluster need not keep it
             yield index, result
     finally:
@@ -132,8 +135,3 @@ class OnCluster:
     def map(self, work: Callable[[Any, Any], Any], chunks: Sequence[Any]) -> Iterator[tuple[int, Any]]:
         """:func:`map_chunks` with this cluster and loader."""
         return map_chunks(self.client, self.load, work, chunks)
-
-
-def _one_line(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}".strip()
-    return text.splitlines()[0] if text else type(err).__name__

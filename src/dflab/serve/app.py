@@ -27,9 +27,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,24 +36,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dflab.metrics.core import Aggregation
+from dflab.runtime.messages import one_line
 from dflab.serve.docs import api_docs_html
 from dflab.serve.scoring import JOB_TTL_S, Job, Scoring
-from dflab.serve.uploads import FORM_SLACK, MB, UploadRefused, _one_line, check_media, display_name
+from dflab.serve.uploads import FORM_SLACK, MB, UploadRefused, check_media, display_name
 
 log = logging.getLogger("dflab.serve")
 
 
 STATIC = Path(__file__).resolve().parent / "static"
-
-
-
-
-class Aggregation(str, Enum):
-    mean_prob = "mean_prob"
-    mean_logit = "mean_logit"
-    confident = "confident"
-
-
 
 
 #: An upload whose body stops arriving for this long (seconds) is answered 408 and its slot freed, so
@@ -97,7 +88,7 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, idle
         state["field"], state["value"] = b"", b""
 
     def on_headers_finished():
-        disposition, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        _, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
         if options.get(b"name") == b"file" and b"filename" in options:
             state["files"] += 1
             if state["files"] > 1:
@@ -150,7 +141,7 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, *, idle
     except UploadRefused:
         raise
     except Exception as err:  # malformed multipart (python-multipart raises its own errors)
-        raise UploadRefused(400, f"malformed multipart form ({_one_line(err)})") from None
+        raise UploadRefused(400, f"malformed multipart form ({one_line(err, limit=500)})") from None
     finally:
         if state["handle"] is not None:
             state["handle"].close()
@@ -173,7 +164,7 @@ def _model_card(scorer) -> str:
 
 def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int = 32,
                max_video_seconds: float = 600.0, max_video_frames: int = 100_000, max_frames: int = 256,
-               predict_options: dict | None = None, model_loader: Callable[[], Any] | None = None,
+               predict_options: dict | None = None,
                scoring_thread: bool = True, upload_idle_s: float = UPLOAD_IDLE_S,
                upload_deadline_s: float = UPLOAD_DEADLINE_S, warm_up: bool = False) -> FastAPI:
     """The application. ``scorer``: a fitted detector (default: the one ``dflab predict`` uses, the
@@ -187,12 +178,9 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
     from dflab.inference.predict import model_threshold
 
     if scorer is None:
-        if model_loader is None:
-            from dflab.inference.models import load_scorer
+        from dflab.inference.models import load_scorer
 
-            scorer = load_scorer(None, None, None)
-        else:
-            scorer = model_loader()
+        scorer = load_scorer(None, None, None)
     limits = {"max_video_seconds": float(max_video_seconds), "max_video_frames": int(max_video_frames)}
     # scoring_thread=False: the caller runs ``app.state.scoring.run_here()`` itself (on the main thread).
     scoring = Scoring(scorer, max_jobs=max_jobs, predict_options=dict(predict_options or {}),
@@ -229,7 +217,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
-        return JSONResponse({"detail": _one_line(err.detail)}, status_code=err.status_code,
+        return JSONResponse({"detail": one_line(err.detail, limit=500)}, status_code=err.status_code,
                             headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -238,7 +226,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
         for e in err.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "path", "body"))
             parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
-        return JSONResponse({"detail": _one_line("; ".join(parts) or "invalid request")}, status_code=422)
+        return JSONResponse({"detail": one_line("; ".join(parts) or "invalid request", limit=500)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, err: Exception):

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dflab.runtime.messages import one_line
 from dflab.serve.photos import score_photos
-from dflab.serve.uploads import UploadRefused, _one_line
+from dflab.serve.uploads import UploadRefused
 
 log = logging.getLogger("dflab.serve")
 
@@ -341,10 +342,10 @@ class Scoring:
 
         details = result["photos"] + result["videos"]
         if details and details[0]["status"] == "error":
-            job.http_status, job.error = 422, _one_line(f"{job.name}: {details[0]['reason'] or 'unreadable'}")
+            job.http_status, job.error = 422, one_line(f"{job.name}: {details[0]['reason'] or 'unreadable'}", limit=500)
             return
         if not details and result["rows"] and result["rows"][0]["verdict"] == "error":
-            job.http_status, job.error = 422, _one_line(f"{job.name}: {result['rows'][0]['error']}")
+            job.http_status, job.error = 422, one_line(f"{job.name}: {result['rows'][0]['error']}", limit=500)
             return
         if job.kind == "image":
             job.done_frames = 1

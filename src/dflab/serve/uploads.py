@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dflab.runtime.messages import one_line
+
 MB = 2 ** 20
 
 
 #: Multipart overhead allowed on top of the file itself (boundaries, part headers, small fields).
 FORM_SLACK = 64 * 1024
-
-
-_IMAGE_KINDS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WebP": ".webp", "TIFF": ".tif"}
 
 
 class UploadRefused(Exception):
@@ -59,11 +58,6 @@ def display_name(filename: str) -> str:
     return name[-200:]
 
 
-def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text[:500] or "error"
-
-
 def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path, int]:
     """(kind, path with the suffix of its content, pixels of an image or 0) of a saved upload; raises
     :class:`UploadRefused`."""
@@ -88,7 +82,7 @@ def check_media(path: Path, name: str, limits: dict) -> tuple[str, Path, int]:
         except Exception as err:  # PIL refuses a header of a huge image before reading it
             if "decompression bomb" in str(err).lower() or "exceeds limit" in str(err).lower():
                 raise UploadRefused(413, f"{name}: image too large (refused as a possible decompression bomb)") from None
-            raise UploadRefused(422, f"{name}: unreadable image ({_one_line(err)})") from None
+            raise UploadRefused(422, f"{name}: unreadable image ({one_line(err, limit=500)})") from None
         if reason:
             status = 413 if reason.startswith("image too large") else 422
             raise UploadRefused(status, f"{name}: {reason}")

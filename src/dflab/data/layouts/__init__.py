@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from dflab.data.files import _child_dirs, _child_files, _normalise_extensions, _short_listing
-from dflab.data.layouts.common import VIDEO_LAYOUTS, _disambiguate_videos, _label_dirs, _layout_error
-from dflab.data.layouts.csv import _scan_csv
-from dflab.data.layouts.deepfakebench import _is_deepfakebench_dataset, _scan_deepfakebench
-from dflab.data.layouts.dfdc import _dfdc_metadata_files, _scan_dfdc
-from dflab.data.layouts.ffpp import _scan_ffpp
-from dflab.data.layouts.lab import _scan_lab
-from dflab.data.layouts.realfake import _scan_realfake
-from dflab.data.manifest import IMAGE_EXTENSIONS, LAB_SPLITS, VIDEO_EXTENSIONS, DataError, _order
+from dflab.data.files import child_dirs, child_files_by_name, normalise_extensions, short_listing
+from dflab.data.layouts.common import VIDEO_LAYOUTS, disambiguate_videos, label_folders, layout_error
+from dflab.data.layouts.csv import scan_csv
+from dflab.data.layouts.deepfakebench import is_deepfakebench_dataset, scan_deepfakebench
+from dflab.data.layouts.dfdc import dfdc_metadata_files, scan_dfdc
+from dflab.data.layouts.ffpp import scan_ffpp
+from dflab.data.layouts.lab import scan_lab
+from dflab.data.layouts.realfake import scan_realfake
+from dflab.data.manifest import IMAGE_EXTENSIONS, LAB_SPLITS, VIDEO_EXTENSIONS, DataError, in_manifest_order
 
 LAYOUTS: tuple[str, ...] = ("lab", "realfake", "deepfakebench", "ffpp", "dfdc", "csv")
 
@@ -30,20 +30,20 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
         raise DataError(f"cannot read dataset at {root}: a file must be a CSV path,label[,split,video,pair]")
     if not root.is_dir():
         raise DataError(f"cannot read dataset at {root}: no such file or folder")
-    files, dirs = _child_files(root), _child_dirs(root)
+    files, dirs = child_files_by_name(root), child_dirs(root)
     if "metadata.json" in files or "metadata.csv" in files:
         return "dfdc"
     if "original_sequences" in dirs or "manipulated_sequences" in dirs:
         return "ffpp"
-    if any(_label_dirs(dirs[split]) for split in LAB_SPLITS if split in dirs):
+    if any(label_folders(dirs[split]) for split in LAB_SPLITS if split in dirs):
         return "lab"
-    if _is_deepfakebench_dataset(root) or any(_is_deepfakebench_dataset(d) for d in dirs.values()):
+    if is_deepfakebench_dataset(root) or any(is_deepfakebench_dataset(d) for d in dirs.values()):
         return "deepfakebench"
-    if _label_dirs(root):
+    if label_folders(root):
         return "realfake"
-    if _dfdc_metadata_files(root):
+    if dfdc_metadata_files(root):
         return "dfdc"
-    raise _layout_error(root)
+    raise layout_error(root)
 
 
 def scan(
@@ -69,35 +69,35 @@ def scan(
     if layout == "csv":
         if not root.is_file():
             raise DataError(f"layout csv needs a CSV file path,label[,split,video,pair]; {root} is not a file")
-        return _scan_csv(root, dataset)
+        return scan_csv(root, dataset)
     if not root.is_dir():
         raise DataError(f"cannot read dataset at {root}: layout {layout} needs a folder")
 
     if extensions is None:
         exts = frozenset(IMAGE_EXTENSIONS) | (frozenset(VIDEO_EXTENSIONS) if layout in VIDEO_LAYOUTS else frozenset())
     else:
-        exts = _normalise_extensions(extensions)
+        exts = normalise_extensions(extensions)
     name = dataset or os.path.basename(os.path.abspath(root))
     if layout == "lab":
-        records = _scan_lab(root, exts, name)
+        records = scan_lab(root, exts, name)
     elif layout == "realfake":
-        records = _scan_realfake(root, exts, name)
+        records = scan_realfake(root, exts, name)
     elif layout == "deepfakebench":
-        records = _scan_deepfakebench(root, exts, dataset)
+        records = scan_deepfakebench(root, exts, dataset)
     elif layout == "ffpp":
-        records = _scan_ffpp(root, exts, name)
+        records = scan_ffpp(root, exts, name)
     else:
-        records = _scan_dfdc(root, exts, name)
+        records = scan_dfdc(root, exts, name)
     if not records:
         raise DataError(
             f"no files with extensions {' '.join(sorted(exts))} found under {root} (layout {layout}); "
-            f"found: {_short_listing(root)}"
+            f"found: {short_listing(root)}"
         )
     if layout != "ffpp":  # ffpp ids are already unique (fakes carry their method)
-        _disambiguate_videos(records)
+        disambiguate_videos(records)
     table = pd.DataFrame.from_records(records)
     table["label"] = table["label"].astype("int64")
-    return _order(table)
+    return in_manifest_order(table)
 
 
 def read_dataset(path: str | os.PathLike[str], layout: str | None = None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dflab.data.files import _child_dirs, _short_listing, _walk_files, is_video_file
+from dflab.data.files import child_dirs, short_listing, walk_files, is_video_file
 from dflab.data.manifest import FAKE, LABEL_NAMES, REAL, DataError
 
 # Layouts whose videos may still be video files; a later stage extracts faces from them.
@@ -22,13 +22,9 @@ _LAYOUT_HELP = (
 )
 
 
-
-
-def _label_dirs(folder: Path) -> dict[int, Path]:
-    children = _child_dirs(folder)
+def label_folders(folder: Path) -> dict[int, Path]:
+    children = child_dirs(folder)
     return {label: children[name] for label, name in LABEL_NAMES.items() if name in children}
-
-
 
 
 def _longest_prefix_match(name: str, candidates: set[str]) -> str | None:
@@ -41,7 +37,7 @@ def _longest_prefix_match(name: str, candidates: set[str]) -> str | None:
     return None
 
 
-def _link_pairs_by_name(records: list[dict]) -> None:
+def link_pairs_by_name(records: list[dict]) -> None:
     """Name rule: a fake video ``<real>_<anything>`` made from an existing real video ``<real>``
     (in the same dataset and split) gets pair ``<real>``; that real video gets the same pair."""
     real_videos: dict[tuple[str, str], set[str]] = {}
@@ -61,7 +57,7 @@ def _link_pairs_by_name(records: list[dict]) -> None:
             rec["pair"] = rec["video"] if (rec["dataset"], rec["split"], rec["video"]) in linked else None
 
 
-def _disambiguate_videos(records: list[dict]) -> None:
+def disambiguate_videos(records: list[dict]) -> None:
     """Prefix ``real/`` or ``fake/`` to a video name used under both labels, so the two stay apart."""
     labels_of: dict[tuple[str, str, str], set[int]] = {}
     for rec in records:
@@ -71,7 +67,7 @@ def _disambiguate_videos(records: list[dict]) -> None:
             rec["video"] = f"{LABEL_NAMES[rec['label']]}/{rec['video']}"
 
 
-def _tree_records(
+def tree_records(
     label_dirs: dict[int, Path], extensions: frozenset[str], split: str, dataset: str
 ) -> list[dict]:
     """Samples under ``{real,fake}/...``: a file directly under the label folder is its own video
@@ -79,7 +75,7 @@ def _tree_records(
     a deeper video file is named by its path below the label folder without suffix."""
     records = []
     for label, label_dir in sorted(label_dirs.items()):
-        for path in _walk_files(label_dir, extensions):
+        for path in walk_files(label_dir, extensions):
             relative = path.relative_to(label_dir)
             if len(relative.parts) == 1 or is_video_file(path):
                 video = relative.with_suffix("").as_posix()
@@ -92,7 +88,7 @@ def _tree_records(
     return records
 
 
-def _read_pairs_csv(csv_path: Path) -> pd.DataFrame:
+def read_pairs_csv(csv_path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -105,7 +101,7 @@ def _read_pairs_csv(csv_path: Path) -> pd.DataFrame:
     return pd.DataFrame({"real": table[columns["real"]].str.strip(), "fake": table[columns["fake"]].str.strip()})
 
 
-def _link_pairs_from_csv(records: list[dict], pairs: pd.DataFrame) -> None:
+def link_pairs_from_csv(records: list[dict], pairs: pd.DataFrame) -> None:
     """Pairs listed by file (or video folder) name; the pair id is the real file's stem."""
     fake_to_pair = {name: Path(real).stem for real, name in zip(pairs["real"], pairs["fake"])}
     fake_to_pair.update({Path(name).stem: pid for name, pid in list(fake_to_pair.items())})
@@ -119,5 +115,5 @@ def _link_pairs_from_csv(records: list[dict], pairs: pd.DataFrame) -> None:
             rec["pair"] = stem if stem in real_pairs else (rec["video"] if rec["video"] in real_pairs else None)
 
 
-def _layout_error(root: Path) -> DataError:
-    return DataError(f"cannot read dataset at {root}: {_LAYOUT_HELP}; found: {_short_listing(root)}")
+def layout_error(root: Path) -> DataError:
+    return DataError(f"cannot read dataset at {root}: {_LAYOUT_HELP}; found: {short_listing(root)}")

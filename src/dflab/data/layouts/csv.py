@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from dflab.data.manifest import DataError, _normalise, drop_duplicated_rows
+from dflab.data.manifest import DataError, normalise_manifest, drop_duplicated_rows
 
 
-def _scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
+def scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -25,7 +25,7 @@ def _scan_csv(csv_path: Path, dataset: str | None) -> pd.DataFrame:
         table["dataset"] = dataset
     elif "dataset" not in table:
         table["dataset"] = csv_path.resolve().parent.name
-    manifest = _normalise(table, csv_path)
+    manifest = normalise_manifest(table, csv_path)
     manifest = drop_duplicated_rows(manifest, csv_path)
     missing = [p for p in manifest["path"] if not os.path.exists(p)]
     if missing:

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from dflab.data.files import _child_dirs, _child_files, _short_listing
-from dflab.data.manifest import NO_SPLIT, REAL, DataError, _parse_labels
+from dflab.data.files import child_dirs, child_files_by_name, short_listing
+from dflab.data.manifest import NO_SPLIT, REAL, DataError, parse_labels
 
 
-def _dfdc_metadata_files(root: Path) -> list[Path]:
-    files = _child_files(root)
+def dfdc_metadata_files(root: Path) -> list[Path]:
+    files = child_files_by_name(root)
     own = [files[name] for name in ("metadata.json", "metadata.csv") if name in files]
     if own:
         return own[:1]
     # The DFDC training set comes as dfdc_train_part_N/ folders, each with its own metadata.json.
     parts = []
-    for child in _child_dirs(root).values():
-        child_files = _child_files(child)
+    for child in child_dirs(root).values():
+        child_files = child_files_by_name(child)
         parts += [child_files[n] for n in ("metadata.json", "metadata.csv") if n in child_files][:1]
     return parts
 
@@ -72,34 +72,34 @@ def _dfdc_index(folder: Path, extensions: frozenset[str]) -> tuple[dict[str, lis
     """Files by stem and folders by name, in ``folder`` and one level below it."""
     files_by_stem: dict[str, list[Path]] = {}
     dirs_by_name: dict[str, Path] = {}
-    levels = [folder] + list(_child_dirs(folder).values())
+    levels = [folder] + list(child_dirs(folder).values())
     for level in levels:
-        for path in _child_files(level).values():
+        for path in child_files_by_name(level).values():
             if path.suffix.lower() in extensions:
                 files_by_stem.setdefault(path.stem, []).append(path)
-        for sub in _child_dirs(level).values():
+        for sub in child_dirs(level).values():
             dirs_by_name.setdefault(sub.name, sub)
     return files_by_stem, dirs_by_name
 
 
-def _scan_dfdc(root: Path, extensions: frozenset[str], dataset: str) -> list[dict]:
-    metadata_files = _dfdc_metadata_files(root)
+def scan_dfdc(root: Path, extensions: frozenset[str], dataset: str) -> list[dict]:
+    metadata_files = dfdc_metadata_files(root)
     if not metadata_files:
         raise DataError(
             f"cannot read {root} as layout dfdc: expected metadata.json or metadata.csv; "
-            f"found: {_short_listing(root)}"
+            f"found: {short_listing(root)}"
         )
     records: list[dict] = []
     for meta in metadata_files:
         table = _read_dfdc_metadata(meta)
-        labels = _parse_labels(table["label"], meta)
+        labels = parse_labels(table["label"], meta)
         files_by_stem, dirs_by_name = _dfdc_index(meta.parent, extensions)
         found_any = False
         for filename, label, split, original in zip(table["filename"], labels, table["split"], table["original"]):
             stem = Path(str(filename)).stem
             paths = list(files_by_stem.get(stem, []))
             if stem in dirs_by_name:
-                paths += [p for p in _child_files(dirs_by_name[stem]).values() if p.suffix.lower() in extensions]
+                paths += [p for p in child_files_by_name(dirs_by_name[stem]).values() if p.suffix.lower() in extensions]
             if not paths:
                 continue  # listed but not downloaded / not extracted: skip it
             found_any = True

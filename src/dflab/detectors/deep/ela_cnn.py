@@ -1,9 +1,9 @@
 """ELA + deep learning (the lab report's "Error-level analysis and deep learning"): the ELA image of
-:mod:`dflab.detectors.ela` is the input of a CNN instead of the photo.
+:mod:`dflab.media.ela` is the input of a CNN instead of the photo.
 
 * ``ela-cnn``: a small CNN trained from scratch (four 3x3 convolution blocks with BatchNorm, global
   average pooling, one logit), the size of the ELA + CNN systems of the literature;
-* ``ela-cnn-lite0``: EfficientNet-Lite0 from its ImageNet weights (:mod:`dflab.detectors.cnn`) fed the
+* ``ela-cnn-lite0``: EfficientNet-Lite0 from its ImageNet weights (:mod:`dflab.detectors.deep.cnn`) fed the
   ELA image, fine-tuned end to end.
 
 The ELA is computed on the image as stored, at its own resolution (the JPEG re-save sees the 8x8
@@ -11,7 +11,7 @@ grid of the file), then multiplied by ``ela_gain``, clipped to 0..255 and resize
 input: the differences are a few grey levels, the gain spreads them over the range the network's
 input normalisation expects. Grey ELA (``ela_color=False``) is repeated over the three channels.
 
-Training is :func:`dflab.detectors.torch_common.train_binary`, as for every CNN here. Augmentation,
+Training is :func:`dflab.detectors.deep.training.train_binary`, as for every CNN here. Augmentation,
 applied to the photo before its ELA: mirror and brightness/saturation/contrast only; blur, rescaling
 and JPEG re-compression would change the very traces the ELA measures.
 
@@ -32,8 +32,8 @@ from torch import nn
 from dflab.augment.training import Augmentation
 from dflab.detectors.deep.tensors import IMAGENET_MEAN, IMAGENET_STD, UNIT_SCALE, ImageDataset, resize_square, to_tensor
 from dflab.detectors.deep.torch_detector import TorchDetector, grad_cam
-from dflab.detectors.handcrafted.ela import ela_image, ela_map
 from dflab.detectors.registry import register
+from dflab.media.ela import ela_image, ela_map
 from dflab.media.images import ImageLike, load_image
 
 #: Photo augmentation before the ELA: no blur, rescale or JPEG (see the module docstring).

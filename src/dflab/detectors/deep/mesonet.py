@@ -215,13 +215,17 @@ class MesoNetDetector(TorchDetector):
             raise ValueError(f"unknown MesoNet arch {self.arch!r}: expected meso4 or mesoinception4")
         activation = self.hidden_activation
         if activation == "auto":
-            path = self._weights_path() if hasattr(self, "_weights_path") else self.weights
+            path = self._weights_path()
             activation = keras_hidden_activation(path) if path else "leaky_relu"
         net = MesoNet(inception=self.arch == "mesoinception4", input_size=self.input_size,
                       hidden_activation=activation)
         if pretrained and self.weights:
             load_keras_h5(net, self.weights)
         return net
+
+    def _weights_path(self):
+        """The Keras weights file the network starts from (``weights``), if any."""
+        return self.weights
 
     def _get_state(self):
         # The resolved activation ("auto" depends on a file the loading machine may not have).

@@ -1,7 +1,7 @@
 """ONNX Runtime scoring for the CNN detectors: the network's batched forward pass run by onnxruntime.
 
 Only the network moves: decoding, framing, resizing, normalisation and the mirror test-time
-augmentation stay in Python (:func:`dflab.detectors.torch_common.predict_outputs`), so the scores
+augmentation stay in Python (:func:`dflab.detectors.deep.tensors.predict_outputs`), so the scores
 are the PyTorch path's to float32 rounding. A graph is exported in float32 (the ready detector's
 fp16 weights are loaded as float32 first) with a dynamic batch dimension and a fixed input size.
 
@@ -31,10 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dflab.detectors.modelfile import CONFIG_FILE, ModelFileError, _content_hash, _one_line, read_model_files
+from dflab.detectors.base import Backend
+from dflab.detectors.modelfile import (CONFIG_FILE, ModelFileError, check_graph, config_content_hash,
+                                       read_model_files)
+from dflab.runtime.messages import one_line
 from dflab.runtime.progress import info
 
-BACKENDS = ("auto", "torch", "onnx")
 #: The name an exported graph takes inside a model folder.
 GRAPH_FILE = "network.onnx"
 #: ONNX opset of exported graphs: 18 is the lowest the torch.export-based exporter writes natively.
@@ -57,36 +59,6 @@ def export_graph(network: nn.Module, input_size: int, *, opset: int = OPSET) -> 
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=({0: batch},), verbose=False)
     return program.model_proto.SerializeToString()
-
-
-def check_graph(graph: bytes, where: str | Path) -> None:
-    """Refuse a graph that is not ONNX or whose weights live in other files (external data: a path
-    the graph names, which would make onnxruntime read any file it points at)."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        proto = onnx.load_model_from_string(graph)  # from bytes: external data is never read here
-    except (DecodeError, ValueError) as err:
-        raise ModelFileError(where, f"not a valid ONNX graph ({_one_line(err)})") from None
-    if not proto.graph.input or not proto.graph.output:
-        raise ModelFileError(where, "not a valid ONNX graph (no input or output)")
-    external = [tensor.name for tensor in _tensors(proto.graph)
-                if tensor.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise ModelFileError(where, f"refusing an ONNX graph whose weights are in external files ({external[0][:80]})")
-
-
-def _tensors(graph):
-    """Every tensor a graph holds: its initialisers and the tensors in node attributes, subgraphs included."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _tensors(subgraph)
 
 
 class OnnxBackend:
@@ -119,7 +91,7 @@ class OnnxBackend:
             try:
                 self._session = ort.InferenceSession(self.graph, options, providers=["CPUExecutionProvider"])
             except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped failures
-                raise ModelFileError(self.where, f"onnxruntime cannot load the graph ({_one_line(err)})") from None
+                raise ModelFileError(self.where, f"onnxruntime cannot load the graph ({one_line(err)})") from None
         return self._session
 
     def input_size(self) -> int | None:
@@ -137,8 +109,8 @@ class OnnxBackend:
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in Backend.names():
+        raise ValueError(f"backend must be one of {', '.join(Backend.names())}, not {backend!r}")
     return backend
 
 
@@ -146,7 +118,7 @@ def scoring_network(detector, model: nn.Module, device: torch.device) -> Callabl
     """What scores a normalised batch for ``detector``: its PyTorch ``model`` or an :class:`OnnxBackend`
     of it, by the detector's ``backend`` setting (see the module docstring)."""
     backend = check_backend(detector.backend)
-    held = getattr(detector, "onnx_", None)
+    held = detector.onnx_
     if held is not None and held.network is not detector.model_:
         held = detector.onnx_ = None  # trained again since: the graph was of the old network
     if backend == "torch" or (backend == "auto" and (held is None or device.type != "cpu")):
@@ -171,18 +143,6 @@ def graph_from_state(state: dict, network: nn.Module, where) -> OnnxBackend | No
     return OnnxBackend(state[graphs[0]], network, where=f"{where}/{graphs[0]}")
 
 
-def exportable(detector):
-    """The detector whose network is exported: a ready detector's inner model, else the detector
-    itself; it must be a trained one-network PyTorch detector."""
-    from dflab.detectors.deep.torch_detector import TorchDetector
-
-    inner = detector.inner() if hasattr(detector, "inner") else detector
-    if not isinstance(inner, TorchDetector) or getattr(inner, "model_", None) is None:
-        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
-                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
-    return inner
-
-
 def attach_graph(folder: str | Path, graph: bytes, name: str = GRAPH_FILE) -> Path:
     """Put ``graph`` into the model folder as ``name`` and list it, with its sha256, in ``config.json``
     (content hash renewed), so that loading checks it like the model's other files. The config is
@@ -194,7 +154,7 @@ def attach_graph(folder: str | Path, graph: bytes, name: str = GRAPH_FILE) -> Pa
     (folder / name).write_bytes(graph)
     config["files"] = {**{k: v for k, v in config["files"].items() if not k.endswith(".onnx")},
                        name: hashlib.sha256(graph).hexdigest()}
-    config["content_hash"] = _content_hash(config)
+    config["content_hash"] = config_content_hash(config)
     tmp = folder / (CONFIG_FILE + ".tmp")
     tmp.write_bytes(json.dumps(config, indent=2, sort_keys=True).encode())
     tmp.replace(folder / CONFIG_FILE)

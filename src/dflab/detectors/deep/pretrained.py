@@ -33,7 +33,6 @@ ARCHITECTURES = {
 }
 
 
-
 def _strip(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 

@@ -106,6 +106,8 @@ class SiameseDetector(TorchDetector):
     ``contrastive_epochs`` the metric-learning epochs; ``pairs_per_epoch`` 0 means as many pairs as
     training images."""
 
+    pair_accuracy_ = None  # set by fit and load (not a parameter: no annotation)
+
     arch: str = "efficientnet-lite0"
     head: str = "mlp"
     input_size: int = 224
@@ -237,6 +239,9 @@ class SiameseDetector(TorchDetector):
         """The (N, embedding_dim) embeddings of images (NaN rows for unusable files)."""
         self._check_fitted()
         return self._embeddings(self.model_, as_sources(images), f"{self.name}: embedding")[0]
+
+    def training_summary(self) -> dict[str, float]:
+        return {} if self.pair_accuracy_ is None else {"pair_accuracy": float(self.pair_accuracy_)}
 
     # -- state ----------------------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:

@@ -200,14 +200,14 @@ def map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor
     return mapped
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast("cpu", enabled=False)
 
 
-def _batch_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def batch_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
@@ -239,8 +239,8 @@ def predict_outputs(model: nn.Module, dataset: ImageDataset, *, batch_size: int,
                 if buffer is None or buffer.numel() < x.numel():
                     buffer = torch.empty(x.numel(), dtype=torch.float32)
                 x = normalise_batch(x, dataset.mean, dataset.std, buffer)
-                with _autocast(device):
-                    out = forward(_batch_to(x[torch.from_numpy(ok)] if not ok.all() else x, device))
+                with autocast(device):
+                    out = forward(batch_to(x[torch.from_numpy(ok)] if not ok.all() else x, device))
                 out = out.float().reshape(int(ok.sum()), -1).cpu().numpy()
                 if outputs is None:
                     outputs = np.full((len(dataset), out.shape[1]), np.nan, dtype=np.float64)
@@ -261,7 +261,7 @@ def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, 
     return outputs[:, 0], errors
 
 
-def _mirror_averaged(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def mirror_averaged(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Test-time augmentation: the mean of the logits of each image and its left-right mirror (a face's
     mirror is as plausible a face, so the two views disagree only through the network's noise)."""
     def forward(x: torch.Tensor) -> torch.Tensor:

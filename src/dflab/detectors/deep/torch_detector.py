@@ -15,7 +15,7 @@ from dflab.augment.sbi import sbi_grid
 from dflab.augment.training import PRESETS as AUGMENTATIONS
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 from dflab.detectors.deep.onnx_backend import GRAPH_FILE, graph_from_state, scoring_network
-from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, _mirror_averaged, numpy_to_model,
+from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, mirror_averaged, numpy_to_model,
                                           predict_outputs, ready_for_inference, resize_square, resolve_device,
                                           state_to_numpy, to_tensor)
 from dflab.detectors.deep.training import TrainSettings, train_binary
@@ -83,7 +83,8 @@ class TorchDetector(Detector):
     logit_shift: float = 0.0
     device: str = "auto"
     backend: str = "auto"
-    # Fitted state: the training history and an exported graph, until there are some.
+    # Fitted state: the network, the training history and an exported graph, until there are some.
+    model_ = None
     training_: dict = {}
     onnx_ = None
 
@@ -193,7 +194,7 @@ class TorchDetector(Detector):
         device = self._device()
         model = ready_for_inference(self.model_, device)
         network = scoring_network(self, model, device)  # PyTorch, or onnxruntime (``backend``)
-        forward = _mirror_averaged(network) if self.test_flip else network
+        forward = mirror_averaged(network) if self.test_flip else network
         outputs, errors = predict_outputs(model, self._dataset(sources), batch_size=self.batch_size, device=device,
                                           workers=self.workers, description=f"{self.name}: scoring", forward=forward)
         logits = outputs[:, 0]

@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from dflab.detectors.deep.pairs import TupleDataset
-from dflab.detectors.deep.tensors import ImageDataset, _autocast, _batch_to, make_loader, predict_logits
+from dflab.detectors.deep.tensors import ImageDataset, autocast, batch_to, make_loader, predict_logits
 from dflab.runtime.files import write_json_atomic
 from dflab.runtime.progress import info, progress_bar, warn
 
@@ -115,8 +115,8 @@ class BinaryObjective:
                            seed=settings.seed * 1_000_003 + epoch, device=device), len(self.train_set), {}
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
-        x, y = _batch_to(x, device), y.float().to(device)
-        with _autocast(device):
+        x, y = batch_to(x, device), y.float().to(device)
+        with autocast(device):
             logits = model(x).reshape(-1)
         return self.loss_fn(logits.float(), y)
 
@@ -149,8 +149,8 @@ class MetricObjective:
     def loss(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, device: torch.device) -> torch.Tensor:
         target = target.float().to(device)
         b, k = x.shape[:2]
-        with _autocast(device):
-            out = self.embed(_batch_to(x.reshape(b * k, *x.shape[2:]), device))
+        with autocast(device):
+            out = self.embed(batch_to(x.reshape(b * k, *x.shape[2:]), device))
         return self.loss_fn(out.float().reshape(b, k, -1), target)
 
 

@@ -20,7 +20,7 @@ class CalibrationError(ValueError):
     """Invalid input to a calibrator or calibration metric."""
 
 
-def _check(labels: Any, p: Any, *, allow_nan: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def checked_labels_probabilities(labels: Any, p: Any, *, allow_nan: bool = False) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     p = np.asarray(p, dtype=float)
     if labels.ndim != 1 or p.ndim != 1:
@@ -87,7 +87,7 @@ def fit_calibrator(scores: Any, labels: Any, method: str = "platt") -> Calibrato
     """Fit a calibrator on development scores (P(fake)) and labels; NaN scores are ignored."""
     if method not in CALIBRATION_METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
-    labels, scores = _check(labels, scores, allow_nan=True)
+    labels, scores = checked_labels_probabilities(labels, scores, allow_nan=True)
     ok = ~np.isnan(scores)
     labels, scores = labels[ok], scores[ok]
     if len(np.unique(labels)) < 2:

@@ -48,10 +48,6 @@ from dflab.runtime.progress import warn
 FUSION_METHODS = ("mean_prob", "mean_logit", "stacking")
 
 
-
-
-
-
 def _describe(spec: Any) -> Any:
     """A JSON description of one member spec (what the saved config lists)."""
     if isinstance(spec, Detector):
@@ -238,7 +234,7 @@ class EnsembleDetector(Detector):
         state: dict[str, Any] = {"member_names": list(self.member_names_), "fit_info": self.fit_info_}
         with tempfile.TemporaryDirectory(prefix="dflab-ensemble-") as folder:
             for i, member in enumerate(self.members_):
-                path = member.save(Path(folder) / f"member_{i}.zip", info=getattr(member, "model_info_", None))
+                path = member.save(Path(folder) / f"member_{i}.zip", info=member.model_info_)
                 state[f"member_{i}"] = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
         if self.stack_weights_ is not None:
             state["stack_weights"] = self.stack_weights_

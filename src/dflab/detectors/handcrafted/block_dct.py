@@ -42,13 +42,12 @@ import cv2
 import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from sklearn.metrics import roc_auc_score
 
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
-from dflab.detectors.handcrafted.classic import CLASSIFIERS, make_classifier
-from dflab.detectors.handcrafted.ela import ela_map
+from dflab.detectors.handcrafted.classic import CLASSIFIERS, choose_by_validation_auc, make_classifier
 from dflab.detectors.registry import register
 from dflab.media import extraction as features
+from dflab.media.ela import ela_map
 from dflab.media.images import ImageError, ImageLike, load_image, source_name
 from dflab.runtime.progress import warn
 
@@ -305,7 +304,7 @@ class BlockDCTDetector(Detector):
     :meth:`block_scores`, :meth:`explain`). On Task 1, ``"all"`` lets background blocks, which the
     classifier never saw in training, drown the face: see benchmarks/RESULTS.md.
 
-    ``classifier``: any of :data:`dflab.detectors.classic.CLASSIFIERS` (``gb`` = histogram gradient
+    ``classifier``: any of :data:`dflab.detectors.handcrafted.classic.CLASSIFIERS` (``gb`` = histogram gradient
     boosting, ``logreg``, ``mlp``, ...); its main hyper-parameter is chosen on ``valid`` by the
     image-level AUC of the aggregated score. ``max_train_blocks`` caps the training set (random
     blocks, fixed seed) so memory and time stay bounded on large data.
@@ -412,16 +411,13 @@ class BlockDCTDetector(Detector):
             valid_blocks, valid_owners = self._collect(valid_sources, f"{self.name}: validation features")
             present = np.unique(valid_owners)
             if len(np.unique(valid_labels[present])) == 2:
-                tried = []
-                for value in candidates:
-                    candidate = make_classifier(self.classifier, self.seed, value).fit(x, y)
+                def image_scores(candidate):
                     block_scores = candidate.predict_proba(valid_blocks[:, :-1])[:, 1]
-                    scores = self._aggregate(block_scores, valid_blocks[:, -1], valid_owners, len(valid_sources))
-                    tried.append((roc_auc_score(valid_labels[present], scores[present]), value, candidate))
-                best_auc, best_value, model = max(tried, key=lambda item: item[0])
-                selection = {"chosen": best_value, "selection": f"validation AUC (image score = {self.aggregate} "
-                             "block mean)", "valid_auc": float(best_auc),
-                             "tried": [[v if v is not None else "none", float(a)] for a, v, _ in tried]}
+                    return self._aggregate(block_scores, valid_blocks[:, -1], valid_owners, len(valid_sources))[present]
+
+                model, selection = choose_by_validation_auc(
+                    self.classifier, self.seed, x, y, valid_labels[present], image_scores,
+                    selection=f"validation AUC (image score = {self.aggregate} block mean)")
         if model is None:
             model = make_classifier(self.classifier, self.seed).fit(x, y)
         self.classifier_ = model

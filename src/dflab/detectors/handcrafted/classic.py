@@ -56,12 +56,21 @@ def fit_classifier(name: str, seed: int, x_train, y_train, x_valid=None, y_valid
     candidates = CLASSIFIERS[name][1]
     if x_valid is None or len(np.unique(y_valid)) < 2 or len(candidates) == 1:
         return make_classifier(name, seed).fit(x_train, y_train), {"chosen": candidates[0], "selection": "default"}
+    return choose_by_validation_auc(name, seed, x_train, y_train, y_valid,
+                                    lambda model: model.predict_proba(x_valid)[:, 1])
+
+
+def choose_by_validation_auc(name: str, seed: int, x_train, y_train, valid_labels, valid_scores,
+                             selection: str = "validation AUC") -> tuple[Pipeline, dict]:
+    """Fit the classifier with each candidate value of its main hyper-parameter and keep the one whose
+    validation scores (``valid_scores(model)``, one per label in ``valid_labels``) have the highest AUC
+    (the first of equals). Returns the model and what was tried, for its model info."""
     scored = []
-    for value in candidates:
+    for value in CLASSIFIERS[name][1]:
         model = make_classifier(name, seed, value).fit(x_train, y_train)
-        scored.append((roc_auc_score(y_valid, model.predict_proba(x_valid)[:, 1]), value, model))
+        scored.append((roc_auc_score(valid_labels, valid_scores(model)), value, model))
     best_auc, best_value, best_model = max(scored, key=lambda item: item[0])
-    return best_model, {"chosen": best_value, "selection": "validation AUC", "valid_auc": float(best_auc),
+    return best_model, {"chosen": best_value, "selection": selection, "valid_auc": float(best_auc),
                         "tried": [[v if v is not None else "none", float(a)] for a, v, _ in scored]}
 
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from dflab.detectors.handcrafted.classic import FeatureClassifierDetector
 from dflab.detectors.registry import register
-from dflab.media.images import ImageLike, jpeg_round_trip, load_image
+from dflab.media.ela import ela_image, ela_map
+from dflab.media.images import ImageLike, load_image
 
 _PERCENTILES = (50, 90, 99)
 
@@ -38,25 +39,6 @@ _FRACTIONS = np.asarray(_PERCENTILES, dtype=np.float64) / 100.0
 
 #: Statistics per quality: mean, std, the percentiles, max.
 N_STATS = 3 + len(_PERCENTILES)
-
-
-#: ELA's JPEG codec (its measured numbers were made with it).
-ELA_ENCODER = "opencv"
-
-
-def ela_image(image: np.ndarray, quality: int = 90) -> np.ndarray:
-    """|image - JPEG(image, quality)| as float32 (H, W, 3), in grey levels (0..255)."""
-    return cv2.absdiff(image, jpeg_round_trip(image, quality, encoder=ELA_ENCODER)).astype(np.float32)
-
-
-def ela_map(image: np.ndarray, quality: int = 90, color: bool = False) -> np.ndarray:
-    """The ELA map used for features: (H, W) uint8. Grayscale: |Y - JPEG(Y)| (``image`` RGB, or already
-    grey (H, W)); colour: the mean of the three channels' errors, rounded."""
-    if color:
-        error = cv2.absdiff(image, jpeg_round_trip(image, quality, encoder=ELA_ENCODER))
-        return cv2.transform(error, np.full((1, 3), 1.0 / 3.0))  # saturating round of the channel mean
-    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.absdiff(gray, jpeg_round_trip(gray, quality, encoder=ELA_ENCODER))
 
 
 def ela_visual(image: np.ndarray, quality: int = 90) -> np.ndarray:

@@ -1,5 +1,5 @@
 """``metadata-gb``: does a file's metadata tell fakes from real images? Gradient boosting on the numbers
-of :func:`dflab.metadata.metadata_vector` (format, bits per pixel, size, EXIF/XMP/ICC presence,
+of :func:`dflab.media.metadata.metadata_vector` (format, bits per pixel, size, EXIF/XMP/ICC presence,
 thumbnail match, JPEG quality, IJG tables or not, double-compression score, C2PA presence).
 
 The features come from the file's bytes, not its pixels: an image given as an array has no metadata

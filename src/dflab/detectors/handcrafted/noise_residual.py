@@ -1,5 +1,5 @@
 """Noise residuals: what is left of an image after its content is predicted away, summarised as
-co-occurrences and statistics, then a classic classifier (:data:`dflab.detectors.classic.CLASSIFIERS`).
+co-occurrences and statistics, then a classic classifier (:data:`dflab.detectors.handcrafted.classic.CLASSIFIERS`).
 
 A swapped-in face was rendered, resampled and blended into the frame: its sensor noise and the
 camera's processing traces differ from the rest of the picture. High-pass residuals keep those
