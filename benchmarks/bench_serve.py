@@ -65,8 +65,9 @@ def upload(port: int, path: Path, heatmap: bool) -> tuple[float, int, str]:
         connection.close()
 
 
-def start_server(model: str | None) -> tuple[subprocess.Popen, int]:
-    args = dflab_command() + ["serve", "--port", "0", "--max-jobs", "64"] + (["--model", model] if model else [])
+def start_server(model: str | None, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
+    args = (dflab_command() + ["serve", "--port", "0", "--max-jobs", "64"] + (["--model", model] if model else [])
+            + list(extra))
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = server.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
