@@ -251,6 +251,7 @@ def test_unknown_options_are_refused(generated):
         create("block-dct", classifier="knn").fit(generated[0])
 
 
+@pytest.mark.slow
 def test_lab_runs_block_dct_end_to_end(tmp_path):
     from dflab.lab.config import LabConfig
     from dflab.lab.protocol import run_lab
@@ -268,6 +269,7 @@ def test_lab_runs_block_dct_end_to_end(tmp_path):
     assert (tmp_path / "out" / "models" / "block-dct-logreg" / "task1" / "config.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_shared_task1_subsample(tmp_path):
     from dflab import data

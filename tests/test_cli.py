@@ -25,6 +25,7 @@ def lab_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_detectors_lists_names_and_descriptions():
     result = dflab("detectors")
     assert result.returncode == 0
@@ -36,6 +37,7 @@ def test_detectors_lists_names_and_descriptions():
     (["lab", "--task1", "/no/such/folder", "--detector", "ela-logreg"], "/no/such/folder"),
     (["predict", "/no/such.png", "--detector", "ela-logreg"], "/no/such.png"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(args, needle):
     result = dflab(*args)
     assert result.returncode == 2
@@ -43,6 +45,7 @@ def test_bad_input_exits_2_with_one_line(args, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_unknown_detector_and_unreadable_layout(lab_root, tmp_path):
     result = dflab("lab", "--task1", lab_root / "Task_1", "--detector", "nope", "--out", tmp_path / "o")
     assert result.returncode == 2 and "unknown detector 'nope'" in result.stderr
@@ -65,12 +68,14 @@ def test_detector_params_are_parsed_and_checked():
             parse_params([bad], ["ela-rf", "block-dct"])
 
 
+@pytest.mark.slow
 def test_data_summary_counts(lab_root):
     result = dflab("data", "summary", lab_root / "Task_1")
     assert result.returncode == 0, result.stderr
     assert "development" in result.stdout and "evaluation" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict(lab_root, tmp_path):
     model = tmp_path / "model"
     result = dflab("train", lab_root / "Task_1", "--detector", "ela-logreg", "--out", model, "-j", "1", "--quiet",
@@ -111,6 +116,7 @@ def test_train_evaluate_predict(lab_root, tmp_path):
     assert result.returncode == 2 and "broken.png" in result.stderr
 
 
+@pytest.mark.slow
 def test_weights_list_and_fetch_from_a_local_url(tmp_path):
     result = dflab("weights", "list")
     assert result.returncode == 0 and "icpr-efficientnetb4-dfdc" in result.stdout
@@ -122,6 +128,7 @@ def test_weights_list_and_fetch_from_a_local_url(tmp_path):
     assert not list((tmp_path / "w").glob("*.pth"))  # a file with the wrong hash is not kept
 
 
+@pytest.mark.slow
 def test_faces_extract_and_predict_on_real_videos(tmp_path):
     from .conftest import require_shared
 

@@ -46,6 +46,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     (["lab", "--task1", "t", "--task23", "u", "--detector", "ela-logreg", "--tasks", "1,2", "--task3-data", "x"],
      "--task3-data"),
 ])
+@pytest.mark.slow
 def test_usage_errors_exit_2_with_one_line(args, needle):
     result = run(*args)
     assert result.returncode == 2, (result.returncode, result.stderr)
@@ -55,6 +56,7 @@ def test_usage_errors_exit_2_with_one_line(args, needle):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_help_and_version_exit_0():
     for args in ([], ["--help"], ["predict", "--help"], ["data"]):
         result = run(*args)
@@ -62,6 +64,7 @@ def test_help_and_version_exit_0():
     assert run("--version").stdout.startswith("dflab ")
 
 
+@pytest.mark.slow
 def test_file_names_are_not_markup(tmp_path):
     """A path that looks like rich markup is printed as it is, not parsed."""
     weird = tmp_path / "[/bold]face[red].png"
@@ -79,6 +82,7 @@ def dataset(tmp_path_factory):
     return root / "Task_1"
 
 
+@pytest.mark.slow
 def test_output_paths(dataset, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")

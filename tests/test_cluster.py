@@ -97,6 +97,7 @@ def _cannot_load() -> None:
     raise FileNotFoundError("/no/model: model not found")
 
 
+@pytest.mark.slow
 def test_chunks_load_once_per_worker_and_come_back_complete(client) -> None:
     chunks = [[1, 2], [3, 4], [5, 6], [7], [8, 9], [10]]
     results = dict(map_chunks(client, _load_token, _doubled, chunks))
@@ -104,6 +105,7 @@ def test_chunks_load_once_per_worker_and_come_back_complete(client) -> None:
     assert len({token for token, _ in results.values()}) <= 2  # one load per worker, not per chunk
 
 
+@pytest.mark.slow
 def test_a_worker_dying_mid_chunk_loses_nothing(client, tmp_path) -> None:
     from functools import partial
 
@@ -114,6 +116,7 @@ def test_a_worker_dying_mid_chunk_loses_nothing(client, tmp_path) -> None:
     client.wait_for_workers(2)  # the nanny restarts the dead worker
 
 
+@pytest.mark.slow
 def test_a_model_the_workers_cannot_load_is_one_line(client) -> None:
     with pytest.raises(ClusterError, match="cannot load the model on the cluster's workers .*FileNotFoundError"):
         list(map_chunks(client, _cannot_load, _doubled, [[1]]))
@@ -121,6 +124,7 @@ def test_a_model_the_workers_cannot_load_is_one_line(client) -> None:
 
 # -- the commands --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_on_cluster_gives_the_single_process_rows(client, corpus, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(predict, "PREDICT_CHUNK", 5)  # 5 chunks over the 2 workers
     address = client.scheduler.address
@@ -143,6 +147,7 @@ def test_predict_on_cluster_gives_the_single_process_rows(client, corpus, tmp_pa
     pd.testing.assert_frame_equal(_sorted(pd.read_csv(clustered, keep_default_na=False)), _sorted(one))
 
 
+@pytest.mark.slow
 def test_evaluate_on_cluster_gives_the_same_scores_and_metrics_and_resumes(client, corpus, tmp_path,
                                                                            monkeypatch) -> None:
     monkeypatch.setattr(scoring, "SCORE_CHUNK", 5)
@@ -163,6 +168,7 @@ def test_evaluate_on_cluster_gives_the_same_scores_and_metrics_and_resumes(clien
     assert (tmp_path / "cluster" / "scores.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_predict_survives_a_worker_killed_mid_run(client, corpus) -> None:
     files = sorted(str(p) for p in (corpus / "data").rglob("*.jpg"))
     on_cluster = OnCluster(client, scorer_loader(corpus / "model", None))
@@ -193,6 +199,7 @@ class CentreFace(FaceDetector):
                 for i in images]
 
 
+@pytest.mark.slow
 def test_faces_extract_on_cluster_gives_the_single_process_tables(client, corpus, tmp_path) -> None:
     sources = [str(corpus / "data")]
     single = extract_faces(sources, tmp_path / "single", detector=CentreFace(), size=32)
@@ -208,6 +215,7 @@ def test_faces_extract_on_cluster_gives_the_single_process_tables(client, corpus
             assert crop.size == (32, 32)
 
 
+@pytest.mark.slow
 def test_cluster_commands_start_a_local_cluster_and_refuse_a_bad_address(corpus, tmp_path, monkeypatch,
                                                                           capsys) -> None:
     assert _dflab(monkeypatch, "predict", corpus / "data" / "real", "--model", corpus / "model", "--faces",

@@ -32,6 +32,7 @@ def _imagenet_lite(arch: str = "efficientnet-lite0"):
     return model.eval(), package, mapped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
 def test_lite_wheel_weights_map_onto_timm_and_recognise_photos(arch):
     skimage_data = pytest.importorskip("skimage.data")
@@ -67,6 +68,7 @@ def test_batch_normalisation_matches_the_per_image_one(count, size):
     assert torch.equal(into_buffer, batch) and into_buffer.data_ptr() == buffer.data_ptr()
 
 
+@pytest.mark.slow
 def test_mapping_refuses_a_shape_mismatch():
     import timm
 
@@ -100,6 +102,7 @@ def _icpr_style(variant: str, rng: np.random.Generator) -> dict[str, torch.Tenso
                                                ("icpr-efficientnet-autoatt", "autoatt"),
                                                ("icpr-efficientnet-st", "st"),
                                                ("icpr-efficientnet-autoatt-st", "autoatt-st")])
+@pytest.mark.slow
 def test_icpr_key_conversion_round_trip(converter, variant):
     rng = np.random.default_rng(1)
     icpr = _icpr_style(variant, rng)
@@ -190,6 +193,7 @@ def trained_lite0():
     return detector.fit((images, labels), valid=valid)
 
 
+@pytest.mark.slow
 def test_short_training_beats_chance(trained_lite0):
     test_images, test_labels = _faces(32, seed=2)
     scores = trained_lite0.predict_proba(test_images)
@@ -199,6 +203,7 @@ def test_short_training_beats_chance(trained_lite0):
     assert trained_lite0.training_["best_valid_auc"] == max(h["valid_auc"] for h in history)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_gives_identical_scores(trained_lite0, tmp_path):
     images, _ = _faces(8, seed=5)
     before = trained_lite0.predict_proba(images)
@@ -208,6 +213,7 @@ def test_save_load_round_trip_gives_identical_scores(trained_lite0, tmp_path):
     assert loaded.training_["history"] == trained_lite0.training_["history"]
 
 
+@pytest.mark.slow
 def test_mirror_test_time_augmentation_averages_the_logits_of_both_views(trained_lite0):
     images, _ = _faces(6, seed=7)
     plain = trained_lite0.predict_proba(images)
@@ -224,6 +230,7 @@ def test_mirror_test_time_augmentation_averages_the_logits_of_both_views(trained
     np.testing.assert_allclose(logit(both), (logit(plain) + logit(mirrored)) / 2, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bad_files_give_nan_or_a_clear_error(trained_lite0, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
@@ -234,6 +241,7 @@ def test_bad_files_give_nan_or_a_clear_error(trained_lite0, tmp_path):
         trained_lite0.predict_proba([good[0], str(broken)])
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     images, labels = _faces(12, seed=7, size=40)
     params = dict(input_size=32, epochs=2, batch_size=12, lr=1e-3, device="cpu", seed=4, pretrained=False)

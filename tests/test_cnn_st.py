@@ -28,6 +28,7 @@ def test_st_variants_are_registered_and_trainable():
     assert create("efficientnet-lite0-st").trainable and create("efficientnet-b4-st").variant == "st"
 
 
+@pytest.mark.slow
 def test_triplet_features_then_head_beats_chance(tmp_path):
     train = paired_videos(tmp_path / "train", 8, 2, seed=0)
     valid = paired_videos(tmp_path / "valid", 4, 1, seed=1)

@@ -23,6 +23,22 @@ from dflab.runtime.weights import WeightsError
 # The package's own detectors (tests elsewhere may register throw-away ones in the same process).
 NAMES = sorted(name for name, entry in available().items() if entry.cls.__module__.startswith("dflab."))
 
+
+def _runs_a_network(name: str) -> bool:
+    """Whether a registry row trains or runs a neural network (itself, its shipped model, a member or
+    its face embedding): those rows take up to minutes and are left out of the fast test loop."""
+    from dflab.detectors.deep.torch_detector import TorchDetector
+    from dflab.detectors.ready import ReadyDetector
+
+    entry = available()[name]
+    members = entry.defaults.get("members") or ()
+    return (issubclass(entry.cls, (TorchDetector, ReadyDetector)) or entry.defaults.get("similarity") == "embedding"
+            or any(_runs_a_network(member["detector"]) for member in members))
+
+
+#: Every row, those with a network marked slow (``make test`` runs them all).
+ROWS = [pytest.param(name, marks=pytest.mark.slow) if _runs_a_network(name) else name for name in NAMES]
+
 #: Per detector class: parameters that make training take seconds (never used outside this test).
 FAST = {
     "CNNDetector": dict(epochs=1, input_size=64, batch_size=8, pretrained=False, triplet_epochs=1, warmup_epochs=0),
@@ -117,7 +133,7 @@ def test_untrained_detectors_refuse_to_score(name, tiny_set):
     assert name in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ROWS)
 def test_fit_save_load_scores_identically(name, tiny_set, tmp_path):
     train, valid, everything, broken = tiny_set
     detector = create(name, **_fast(name))

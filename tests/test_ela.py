@@ -137,6 +137,7 @@ def test_round_trip_and_explain(generated, tmp_path):
     assert heat.shape == (64, 64) and heat.max() == 1.0 and heat.min() >= 0
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_shared_task1_subsample(tmp_path):
     train, test = shared_task1_subsample(train_frames=3, test_frames=2)

@@ -81,6 +81,7 @@ def test_dataset_items_are_resized_ela_and_augmented_before_it():
                                   resize_square(ela_input(np.ascontiguousarray(image[:, ::-1]), 85, False, 4.0), 24))
 
 
+@pytest.mark.slow
 def test_small_cnn_learns_a_recompressed_region_and_round_trips(tmp_path):
     train, y_train = compression_data(48, 0)
     test, y_test = compression_data(16, 1)
@@ -121,6 +122,7 @@ def test_lite0_variant_starts_from_imagenet_weights():
         create("ela-cnn", arch="vgg").build_model(pretrained=False)
 
 
+@pytest.mark.slow
 def test_real_faces_train_and_score():
     train, test = shared_task1_subsample(train_frames=1, test_frames=1)
     detector = create("ela-cnn", input_size=64, epochs=1, device="cpu").fit(train)

@@ -72,6 +72,7 @@ def _scores(out: Path) -> pd.DataFrame:
                        na_values={"score": ["", "nan"]})
 
 
+@pytest.mark.slow
 def test_a_folder_of_videos_is_scored_frame_by_frame_as_predict_scores_it(datasets, tmp_path):
     clips, _ = datasets
     out = tmp_path / "ev"
@@ -97,6 +98,7 @@ def test_a_folder_of_videos_is_scored_frame_by_frame_as_predict_scores_it(datase
     np.testing.assert_allclose(sorted(mine["score"]), sorted(f["p_fake"] for f in by_predict), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_several_datasets_give_one_matrix_and_a_rerun_resumes(datasets, tmp_path):
     clips, photos = datasets
     out = tmp_path / "matrix"
@@ -127,12 +129,14 @@ def test_several_datasets_give_one_matrix_and_a_rerun_resumes(datasets, tmp_path
     assert pd.read_csv(out / "matrix.csv").equals(matrix)
 
 
+@pytest.mark.slow
 def test_perturb_refuses_videos_in_one_line(datasets, tmp_path):
     clips, _ = datasets
     result = run("evaluate", clips, "--perturb", "--out", tmp_path / "p")
     assert result.returncode == 2 and "--perturb" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_the_shared_cross_database_samples_in_one_matrix(tmp_path):
     ffpp = require_shared("datasets", "videos", "ffpp_c23")
@@ -144,6 +148,7 @@ def test_the_shared_cross_database_samples_in_one_matrix(tmp_path):
     assert matrix["video_auc"].between(0, 1).all() and matrix["real_called_fake"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_a_dataset_where_nothing_can_be_scored_says_why_in_one_line(tmp_path):
     gradient = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
     for name in ("real/a.mp4", "fake/b.mp4"):

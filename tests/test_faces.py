@@ -138,6 +138,7 @@ def test_blazeface_weights_by_env_and_bad_weights(tmp_path, monkeypatch):
         BlazeFaceDetector(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mtcnn", "blazeface"])
 def test_faces_found_in_most_sampled_frames_of_every_clip(name):
     need_shared(FFPP, BLAZEFACE_DIR)

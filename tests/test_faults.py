@@ -72,6 +72,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_results(lab_root, t
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_second_lab_on_the_same_folder_is_refused_and_a_killed_one_leaves_no_lock(lab_root, tmp_path):
     out = tmp_path / "out"
     first = subprocess.Popen(_command(lab_root, out), env=_env(tmp_path / "cache"), stdout=subprocess.DEVNULL,

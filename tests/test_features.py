@@ -32,6 +32,7 @@ def image_files(tmp_path_factory):
     return paths + [str(folder / "broken.png")]
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_features_as_one_process(image_files):
     for extractor in EXTRACTORS:
         single = features.extract(image_files, extractor, workers=1, cache_dir=False)

@@ -69,6 +69,7 @@ def _faces_on_backgrounds(n, seed):
     return crops
 
 
+@pytest.mark.slow
 def test_self_blended_training_set_holds_reals_and_their_blends(tmp_path):
     from dflab.detectors import create
 
@@ -95,6 +96,7 @@ def test_self_blended_training_set_holds_reals_and_their_blends(tmp_path):
     assert create("efficientnet-lite0").self_blend_examples(images, tmp_path / "none.png") is None
 
 
+@pytest.mark.slow
 def test_self_blended_training_learns_to_spot_blends_and_round_trips(tmp_path):
     from dflab.detectors import create, load_detector
     from dflab.augment.sbi import self_blend
@@ -115,6 +117,7 @@ def test_self_blended_training_learns_to_spot_blends_and_round_trips(tmp_path):
     np.testing.assert_allclose(reloaded.predict_proba(held_out + blends), scores, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_attention_map_covers_the_framed_region_only():
     # An -autoatt detector that frames faces explains the region it scores, placed in the photo.
     from dflab.detectors import create

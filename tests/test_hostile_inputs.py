@@ -21,6 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Each row runs the dflab command in a new process: the fast loop (-m 'not slow') leaves them to make test.
+pytestmark = pytest.mark.slow
+
 DFLAB = Path(sys.executable).with_name("dflab")
 
 

@@ -153,6 +153,7 @@ def test_fakes_unlike_the_references_give_a_flat_calibration(identity_sets, tmp_
     assert 0 < scores[0] < calibration_labels.mean()
 
 
+@pytest.mark.slow
 def test_references_folder_and_predict_command(identity_sets, tmp_path):
     train, test, root = identity_sets
     references = tmp_path / "refs"
@@ -183,6 +184,7 @@ def test_references_folder_and_predict_command(identity_sets, tmp_path):
     assert missing.returncode == 2 and "nobody" in missing.stderr
 
 
+@pytest.mark.slow
 def test_embedding_similarity(identity_sets):
     train, test, _ = identity_sets
     small_train = train.groupby("video").head(1).reset_index(drop=True)

@@ -246,6 +246,7 @@ def dflab(*args):
                           env={**__import__("os").environ, "COLUMNS": "200"})
 
 
+@pytest.mark.slow
 def test_inspect_command_table_json_and_bad_files(tmp_path):
     folder = tmp_path / "files"
     folder.mkdir()

@@ -31,6 +31,7 @@ def _config(root, out, **kwargs):
                      n_boot=50, workers=1, synthetic=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_lab_end_to_end(tiny_lab, tmp_path):
     out = tmp_path / "out"
     result = run_lab(_config(tiny_lab, out))
@@ -74,6 +75,7 @@ def test_lab_end_to_end(tiny_lab, tmp_path):
     assert not set(manifests["task1_train"].video) & set(manifests["task1_valid"].video)
 
 
+@pytest.mark.slow
 def test_lab_resumes_and_is_reproducible(tiny_lab, tmp_path):
     out = tmp_path / "out"
     first = run_lab(_config(tiny_lab, out, task3=False))
@@ -94,6 +96,7 @@ def test_lab_resumes_and_is_reproducible(tiny_lab, tmp_path):
                                first["tasks"]["task1"]["detectors"]["ela-logreg"]["frame"]["auc"])
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_lab_on_shared_data_subsampled(tmp_path):
     task1 = require_shared("datasets", "Task_1")
@@ -108,6 +111,7 @@ def test_lab_on_shared_data_subsampled(tmp_path):
     assert (tmp_path / "out" / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_the_task3_tuning_script_trains_as_the_lab_does(tiny_lab, tmp_path):
     import subprocess
     import sys
@@ -129,6 +133,7 @@ def test_the_task3_tuning_script_trains_as_the_lab_does(tiny_lab, tmp_path):
     assert json.loads((model / "config.json").read_text())["info"]["n_valid"] == len(manifests["task23_valid"])
 
 
+@pytest.mark.slow
 def test_task3_data_joins_task3_training_and_tasks_3_keeps_the_others(tiny_lab, tmp_path):
     extra = tmp_path / "extra"
     make_lab(extra, n_videos_dev=2, n_videos_eval=2, frames_per_video=1, size=96, n_t23_dev=14, n_t23_eval=2, seed=9)

@@ -34,6 +34,7 @@ def _probe(enabled: bool) -> tuple[str, int]:
     return applied, int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tunes glibc's allocator (Linux)")
 def test_reallocating_freed_memory_no_longer_faults_it_back_in():
     applied, faults_kept = _probe(enabled=True)

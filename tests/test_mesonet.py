@@ -156,6 +156,7 @@ def _blobs(n, seed, size=64):
     return images, np.asarray(labels)
 
 
+@pytest.mark.slow
 def test_meso4_trains_and_round_trips(tmp_path):
     images, labels = _blobs(48, seed=0)
     detector = create("meso4", input_size=64, epochs=4, batch_size=16, lr=3e-3, device="cpu", seed=1)

@@ -87,6 +87,7 @@ def _assert_refused(folder: Path, needle: str = "") -> str:
 
 # -- 1. skops: an allow-list of types, computed from the models this package makes --------------
 
+@pytest.mark.slow
 def test_skops_allow_list_is_exactly_what_our_models_need():
     from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression
@@ -283,6 +284,7 @@ def test_damaged_zips(saved_model, tmp_path):
         modelfile.MAX_MODEL_FILE_BYTES = limit
 
 
+@pytest.mark.slow
 def test_the_command_reports_a_damaged_model_in_one_line(saved_model, images, tmp_path):
     folder = _copy(saved_model, tmp_path)
     next(folder.glob("*.skops")).write_bytes(_skops_payload("open", str(tmp_path / "pwned"), "w"))

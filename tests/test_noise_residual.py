@@ -127,6 +127,7 @@ def test_explain_is_the_local_residual_energy():
     np.testing.assert_array_equal(residual_energy_map(fake), heatmap)
 
 
+@pytest.mark.slow
 def test_features_on_real_faces():
     train, test = shared_task1_subsample(train_frames=1, test_frames=1)
     extractor = NoiseResidualFeatures()

@@ -93,6 +93,7 @@ def _dflab(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_in_memory_export_scores_as_pytorch_and_is_saved_with_the_model(models):
     torch_scores, onnx_scores = models["torch_scores"], models["onnx_scores"]
     assert np.isnan(torch_scores[-1]) and np.isnan(onnx_scores[-1])  # broken.png sorts last
@@ -108,6 +109,7 @@ def test_in_memory_export_scores_as_pytorch_and_is_saved_with_the_model(models):
     assert [d.dim_value for d in exported.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 64, 64]
 
 
+@pytest.mark.slow
 def test_a_model_holding_a_graph_scores_with_onnxruntime_unless_told_otherwise(models, monkeypatch):
     calls = _count_onnx_runs(monkeypatch)
     loaded = load_detector(models["with_graph"])
@@ -122,6 +124,7 @@ def test_a_model_holding_a_graph_scores_with_onnxruntime_unless_told_otherwise(m
     assert np.nanmax(np.abs(auto - forced_torch)) <= MAX_DELTA_P
 
 
+@pytest.mark.slow
 def test_mirror_test_time_augmentation_runs_both_views_through_the_graph(models, monkeypatch):
     calls = _count_onnx_runs(monkeypatch)
     sources = models["sources"][:-1]
@@ -132,6 +135,7 @@ def test_mirror_test_time_augmentation_runs_both_views_through_the_graph(models,
     assert np.abs(onnx_tta - models["onnx_scores"][:-1]).max() > 1e-4  # the mirror changed the scores
 
 
+@pytest.mark.slow
 def test_a_graph_is_not_used_for_a_network_it_was_not_exported_from(models):
     detector = load_detector(models["with_graph"])
     device = torch.device("cpu")
@@ -141,6 +145,7 @@ def test_a_graph_is_not_used_for_a_network_it_was_not_exported_from(models):
     assert GRAPH_FILE not in detector._get_state()
 
 
+@pytest.mark.slow
 def test_dflab_export_adds_a_checked_graph_and_predict_uses_it(models, image_folder, tmp_path, monkeypatch, capsys):
     from dflab.detectors.deep import onnx_backend
 
@@ -169,6 +174,7 @@ def test_dflab_export_adds_a_checked_graph_and_predict_uses_it(models, image_fol
     assert results["torch"].isna().sum() == 1
 
 
+@pytest.mark.slow
 def test_dflab_export_refuses_a_graph_that_computes_something_else(models, tmp_path, monkeypatch, capsys):
     from dflab.detectors.deep import onnx_backend
 
@@ -184,6 +190,7 @@ def test_dflab_export_refuses_a_graph_that_computes_something_else(models, tmp_p
     assert not (other / GRAPH_FILE).exists() and GRAPH_FILE not in (other / "config.json").read_text()
 
 
+@pytest.mark.slow
 def test_a_tampered_or_foreign_graph_is_refused_with_one_line(models, image_folder, tmp_path, monkeypatch, capsys):
     model = tmp_path / "tampered"
     shutil.copytree(models["with_graph"], model)
@@ -219,6 +226,7 @@ def test_external_data_graphs_are_refused_and_plain_ones_accepted():
     check_graph(_identity_graph(), "x.onnx")  # no error
 
 
+@pytest.mark.slow
 def test_backend_settings_reach_every_command(models, monkeypatch, capsys):
     from dflab.inference.models import ModelChoiceError, load_scorer, with_backend
     from dflab.lab.config import LabConfig
@@ -238,6 +246,7 @@ def test_backend_settings_reach_every_command(models, monkeypatch, capsys):
     assert status == 2 and "tensorrt" in err
 
 
+@pytest.mark.slow
 def test_real_faces_score_the_same_through_onnxruntime(models):
     root = require_shared("datasets", "Task_2_3", "evaluation")
     sources = sorted(map(str, (root / "real").glob("*.jpg")))[:12] + sorted(map(str, (root / "fake").glob("*.jpg")))[:12]

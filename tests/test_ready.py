@@ -68,6 +68,7 @@ def test_a_damaged_shipped_file_is_refused(tmp_path):
         load_detector(copy)
 
 
+@pytest.mark.slow
 def test_detectors_and_weights_list_show_it():
     listing = run("detectors")
     assert listing.returncode == 0
@@ -81,6 +82,7 @@ def _rows(csv_path: Path) -> pd.DataFrame:
     return pd.read_csv(csv_path, keep_default_na=False)
 
 
+@pytest.mark.slow
 def test_a_photo_with_two_faces_gives_two_rows_and_a_heatmap(tmp_path):
     astronaut = skimage_data.astronaut()
     photo = tmp_path / "two people.png"
@@ -99,6 +101,7 @@ def test_a_photo_with_two_faces_gives_two_rows_and_a_heatmap(tmp_path):
     assert heat.size == (1024, 512)
 
 
+@pytest.mark.slow
 def test_a_picture_without_a_face_says_so(tmp_path):
     gradient = np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (150, 1, 3))
     picture = tmp_path / "sky.png"
@@ -110,6 +113,7 @@ def test_a_picture_without_a_face_says_so(tmp_path):
     assert list(rows["verdict"]) == ["no face"] and rows["p_fake"].iloc[0] == ""
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_predict_with_no_flags_on_a_crop_a_frame_and_a_clip(tmp_path):
     crops = require_shared("datasets", "Task_2_3", "evaluation")
@@ -127,6 +131,7 @@ def test_predict_with_no_flags_on_a_crop_a_frame_and_a_clip(tmp_path):
         assert 0 <= float(rows["p_fake"].iloc[0]) <= 1
 
 
+@pytest.mark.slow
 def test_evaluate_without_a_model_uses_the_ready_detector(tmp_path):
     from dflab.data.synthetic.lab import make_lab
 

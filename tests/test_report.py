@@ -128,6 +128,7 @@ def test_format_metric_values_intervals_and_missing():
     assert format_metric(0.7, [float("nan"), 0.8]) == "0.700"
 
 
+@pytest.mark.slow
 def test_report_files_exist_and_html_is_self_contained(rendered):
     html_text = rendered["html"]
     assert rendered["paths"]["html"].is_file() and rendered["paths"]["markdown"].is_file()
@@ -307,6 +308,7 @@ def test_pair_accuracy_column_only_when_a_detector_reports_it():
     assert rows[0][-1] == "0.812" and rows[1][-1] == "—"
 
 
+@pytest.mark.slow
 def test_calibration_table_and_detector_figures_are_reported(tmp_path):
     from PIL import Image
 

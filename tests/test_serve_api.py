@@ -132,6 +132,7 @@ def test_real_face_from_shared_and_no_heatmap_option(client, upload_root):
     assert body["photos"][0]["faces"] and body["photos"][0]["heatmap"] is None
 
 
+@pytest.mark.slow
 def test_video_from_shared_with_job_progress(client, upload_root):
     video = sorted(require_shared("datasets", "videos", "ffpp_c23", "fake").glob("*.mp4"))[0]
     submitted = client.post("/api/jobs?frames=6&aggregation=mean_logit",
@@ -439,6 +440,7 @@ def test_sniff_reads_content_not_names():
     assert sniff(b"hello.jpg") is None and sniff(b"") is None
 
 
+@pytest.mark.slow
 def test_serve_command_validates_options(tmp_path):
     def dflab(*args):
         return subprocess.run([sys.executable, "-m", "dflab", "serve", *args], capture_output=True, text=True,

@@ -80,6 +80,7 @@ def test_ellipse_self_blending_finds_no_faces_and_labels_every_blend_fake(tmp_pa
         create("efficientnet-lite0", augment_preset="strong")._augmentation()
 
 
+@pytest.mark.slow
 def test_the_shipped_calibration_is_platt_scaling_of_the_network_logit():
     from scipy.special import expit, logit
 

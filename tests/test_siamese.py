@@ -136,6 +136,7 @@ def trained_mlp(data):
     return detector
 
 
+@pytest.mark.slow
 def test_siamese_mlp_beats_chance_and_records_pair_accuracy(trained_mlp, data):
     _, valid, test = data
     history = trained_mlp.training_["contrastive"]["history"]
@@ -154,6 +155,7 @@ def test_siamese_mlp_beats_chance_and_records_pair_accuracy(trained_mlp, data):
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_siamese_save_load_round_trip_is_identical(trained_mlp, data, tmp_path):
     _, _, test = data
     before = trained_mlp.predict_proba(test)

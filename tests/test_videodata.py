@@ -167,6 +167,7 @@ def _link(target: Path, link: Path) -> None:
     os.symlink(target, link)
 
 
+@pytest.mark.slow
 def test_lab_on_ffpp_videos_reports_video_level_metrics(tmp_path: Path, monkeypatch):
     if not FFPP.is_dir():
         pytest.skip(f"../shared not present: {FFPP}")
