@@ -62,6 +62,7 @@ def test_an_unreadable_sub_folder_is_left_out_by_name(folder, monkeypatch):
     assert (str(locked), "folder not readable (Permission denied)") in left_out
 
 
+@pytest.mark.slow
 def test_predict_folder_prints_and_writes_the_left_out_rows_once(folder, tmp_path, tiny_ela_model):
     csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
     args = ["predict", str(folder), "--model", str(tiny_ela_model), "--csv", str(csv), "--json", str(out_json)]

@@ -63,6 +63,7 @@ def two_people(tmp_path_factory) -> Path:
     return _two_people(tmp_path_factory.mktemp("persons") / "two.mp4")
 
 
+@pytest.mark.slow
 def test_a_video_takes_the_verdict_of_its_most_fake_person(two_people):
     from dflab.detectors import create
 
@@ -84,6 +85,7 @@ def test_a_video_takes_the_verdict_of_its_most_fake_person(two_people):
     assert times == sorted(times)
 
 
+@pytest.mark.slow
 def test_predict_json_and_csv_carry_the_person(two_people, tmp_path):
     csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
     result = CliRunner().invoke(app, ["predict", str(two_people), "--frames", "8", "--csv", str(csv),
