@@ -48,8 +48,9 @@ def test_a_stopped_server_deletes_its_queued_uploads(tmp_path, stop):
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     entry = Path(sys.executable).with_name("dflab")
+    # PYTHONFAULTHANDLER: should it not stop, SIGABRT makes it print every thread's stack (below).
     server = subprocess.Popen([str(entry), "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={**os.environ, "TMPDIR": str(temporary)})
+                              text=True, env={**os.environ, "TMPDIR": str(temporary), "PYTHONFAULTHANDLER": "1"})
     try:
         line = server.stdout.readline()
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
@@ -58,7 +59,12 @@ def test_a_stopped_server_deletes_its_queued_uploads(tmp_path, stop):
             _submit(port, photo)
         assert list(temporary.glob("dflab-serve-*")), "the uploads were not queued"
         server.send_signal(stop)
-        output, _ = server.communicate(timeout=60)
+        try:  # warm-up and a graceful HTTP shutdown take a while on a loaded machine
+            output, _ = server.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)
+            output, _ = server.communicate(timeout=30)
+            pytest.fail(f"dflab serve did not stop within 180 s of {stop.name}; its threads:\n{output[-6000:]}")
     finally:
         if server.poll() is None:
             server.kill()
