@@ -49,8 +49,11 @@ def test_a_stopped_server_deletes_its_queued_uploads(tmp_path, stop):
     temporary.mkdir()
     entry = Path(sys.executable).with_name("dflab")
     # PYTHONFAULTHANDLER: should it not stop, SIGABRT makes it print every thread's stack (below).
+    # SIGINT back to its default in the child: a pytest-xdist worker ignores it, a child inherits that,
+    # and Python then installs no Ctrl+C handler (a server started in the background of a shell alike).
     server = subprocess.Popen([str(entry), "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={**os.environ, "TMPDIR": str(temporary), "PYTHONFAULTHANDLER": "1"})
+                              text=True, env={**os.environ, "TMPDIR": str(temporary), "PYTHONFAULTHANDLER": "1"},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = server.stdout.readline()
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
