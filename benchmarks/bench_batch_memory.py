@@ -8,7 +8,7 @@ and prints the resident memory after each tenth of the batches and the time take
 * ``as-they-come``: each batch at its own size (1..16);
 * ``always-16``: every batch padded to 16;
 * ``powers-of-two``: padded to the next power of two;
-* ``even-warmed``: padded to an even size (what :func:`dflab.serve.photos.network_batch_size` does),
+* ``even-warmed``: padded to an even size (what :func:`dflab.inference.photos.network_batch_size` does),
   after a warm-up over those sizes, largest first (what ``dflab serve`` does at start-up).
 
     .venv/bin/python benchmarks/bench_batch_memory.py --sizes as-they-come
@@ -30,7 +30,7 @@ DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "Task_2_3" / "evaluation"
 
 
 def padded_size(count: int, sizes: str) -> int:
-    from dflab.serve.photos import network_batch_size
+    from dflab.inference.photos import network_batch_size
 
     if sizes == "always-16":
         return 16
@@ -57,7 +57,7 @@ def main() -> int:
     from dflab.faces.finder import get_face_detector
     from dflab.inference.models import load_scorer
     from dflab.media.images import load_image
-    from dflab.serve.photos import network_batch_sizes
+    from dflab.inference.photos import network_batch_sizes
 
     paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:

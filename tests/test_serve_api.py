@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from dflab.inference.predict import PredictOptions, predict_files, prediction_payload
 from dflab.serve.app import create_app
-from dflab.serve.photos import NETWORK_BATCH, network_batch_size, network_batch_sizes, score_crops
+from dflab.inference.photos import NETWORK_BATCH, network_batch_size, network_batch_sizes, score_crops
 from dflab.serve.uploads import sniff
 
 from .conftest import require_shared  # noqa: E402

@@ -12,25 +12,14 @@ from dflab.detectors.base import Backend
 BackendOption = typer.Option(
     Backend.auto, "--backend",
     help="What runs a CNN detector's network: onnx = onnxruntime (the network is exported first when the model "
-         "holds no graph), torch = PyTorch, auto = onnxruntime when the model holds a graph (`dflab export`).")
+         "holds no graph), torch = PyTorch, auto = onnxruntime on the CPU (a graph the model holds, see `dflab export`, else one exported once into "
+         "the user cache), PyTorch on a GPU.")
 
 #: Inputs of the export's self-check: enough to see a wrong graph, few enough to take no time.
 CHECK_IMAGES = 4
 #: Largest |logit difference| between the graph and PyTorch the self-check accepts (float32 rounding
 #: is about 1e-6; a graph of another network is off by far more).
 CHECK_TOLERANCE = 1e-3
-
-
-def exportable(detector):
-    """The detector whose network is exported: a ready detector's inner model, else the detector
-    itself; it must be a trained one-network PyTorch detector."""
-    from dflab.detectors.deep.torch_detector import TorchDetector
-
-    inner = detector.inner()
-    if not isinstance(inner, TorchDetector) or inner.model_ is None:
-        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
-                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
-    return inner
 
 
 def export_command(
@@ -48,7 +37,7 @@ def export_command(
 
     from dflab.cli.common import UserError, output_file, out_console
     from dflab.detectors import create, load_detector
-    from dflab.detectors.deep.onnx_backend import OPSET, OnnxBackend, attach_graph, export_graph
+    from dflab.detectors.deep.onnx_backend import OPSET, OnnxBackend, attach_graph, export_graph, exportable
     from dflab.detectors.modelfile import SAFE_FILE_NAME
     from dflab.detectors.ready import ready_model_dir, ready_models
     from dflab.runtime.progress import set_quiet

@@ -60,8 +60,8 @@ def predict_command(
 
     from dflab.inference.distributed import predict_on_cluster, scorer_loader
     from dflab.inference.outputs import PredictionsCSV, ResumeError
-    from dflab.inference.predict import (PREDICTION_COLUMNS, PredictOptions, left_out_predictions, model_threshold,
-                                         predict_in_chunks)
+    from dflab.inference.photos import resolve_threshold
+    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, left_out_predictions, predict_in_chunks
     from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
     set_quiet(quiet)
@@ -99,7 +99,7 @@ def predict_command(
     # many files); only --json, one document, gathers every chunk's details until the end.
     # On a cluster the chunks come in the order they finish: the same rows, in another order.
     gathered = {"rows": [], "photos": [], "videos": []}
-    result = {"threshold": model_threshold(scorer) if threshold is None else threshold, "framing": None, **gathered}
+    result = {"threshold": resolve_threshold(scorer, threshold), "framing": None, **gathered}
     left_out_rows = [row for row in left_out_predictions(left_out) if row["path"] not in done]
     if left_out_rows:  # listed first, as rows like a bad file's, so that a run says what it did not score
         table = pd.DataFrame(left_out_rows, columns=PREDICTION_COLUMNS)

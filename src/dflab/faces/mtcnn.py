@@ -38,18 +38,19 @@ class MTCNNDetector(FaceDetector):
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         results: list[list[Face]] = [[] for _ in images]
-        # MTCNN batches only images of one size: group them (video frames all share one size).
+        # MTCNN batches only images of one size: group them after the downscaling (video frames all
+        # share one size; photos of one aspect ratio larger than max_side do too).
+        scaled = [downscale_for_detection(image, self.max_side) for image in images]
         groups: dict[tuple, list[int]] = {}
-        for i, image in enumerate(images):
+        for i, (image, _) in enumerate(scaled):
             groups.setdefault(image.shape, []).append(i)
         for indices in groups.values():
-            scaled = [downscale_for_detection(images[i], self.max_side) for i in indices]
-            factor = scaled[0][1]
-            batch = np.stack([image for image, _ in scaled])
+            batch = np.stack([scaled[i][0] for i in indices])
             boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
             for i, frame_boxes, frame_probs, frame_points in zip(indices, boxes, probs, points):
                 if frame_boxes is None:
                     continue
+                factor = scaled[i][1]
                 for box, prob, landmark in zip(frame_boxes, frame_probs, frame_points):
                     if prob is None or prob < self.min_score:
                         continue

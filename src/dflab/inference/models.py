@@ -25,7 +25,7 @@ def load_scorer(model: Optional[Path], detector: Optional[str], workers: Optiona
         if DEFAULT_READY not in ready_models():
             raise ModelChoiceError("give --model PATH (a trained model) or --detector NAME: the ready detector "
                                    f"{DEFAULT_READY} is not installed with this package")
-        return with_backend(create(DEFAULT_READY), backend).fit()
+        return with_backend(create(DEFAULT_READY).fit(), backend)
     built = create(detector)
     if not built.is_fitted():
         raise ModelChoiceError(
@@ -50,14 +50,37 @@ def identity_scorer(model: Optional[Path], detector: Optional[str], reference: P
 
 
 def with_backend(scorer, backend: str):
-    """``scorer`` set to run its network with ``backend``; only the CNN detectors have a choice."""
+    """``scorer`` set to run its network with ``backend``; only the CNN detectors have a choice. With
+    ``auto``, the shipped ready detector on the CPU gets its graph from the user cache, exported there
+    by the first run (:func:`~dflab.detectors.deep.onnx_backend.attach_cached_graph`): onnxruntime
+    scores it 2-4x faster than PyTorch eager (benchmarks/RESULTS.md). A trained model scores with
+    onnxruntime once it holds a graph (`dflab export`)."""
     from dflab.detectors.base import Backend
 
     if backend not in Backend.names():
         raise ModelChoiceError(f"unknown backend {backend!r}: expected one of {', '.join(Backend.names())}")
     if "backend" in scorer.get_params(deep=False):
         scorer.set_params(backend=backend)
+        if backend == Backend.auto.value and scorer.shipped:
+            _cached_graph(scorer)
     elif backend == "onnx":
         raise ModelChoiceError(f"--backend onnx: {scorer.name} is not a CNN detector (onnxruntime runs the networks "
                                "of efficientnet-*, xception and dflab-face)")
     return scorer
+
+
+def _cached_graph(scorer) -> None:
+    """A fitted (shipped) CNN scorer on the CPU given its graph from the user cache; when the graph cannot be
+    had (no exporter, an unwritable cache), PyTorch scores as before, with a warning."""
+    from dflab.detectors.deep.onnx_backend import attach_cached_graph
+    from dflab.detectors.deep.tensors import resolve_device
+    from dflab.media.extraction import default_cache_dir
+    from dflab.runtime.messages import one_line
+    from dflab.runtime.progress import warn
+
+    if not scorer.is_fitted() or resolve_device(scorer.get_params(deep=False).get("device", "auto")).type != "cpu":
+        return
+    try:
+        attach_cached_graph(scorer, default_cache_dir())
+    except Exception as err:  # noqa: BLE001 - any failure of the exporter leaves PyTorch scoring, as before
+        warn(f"{scorer.name}: scored with PyTorch (no ONNX graph: {one_line(err)})")

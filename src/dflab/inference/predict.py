@@ -16,6 +16,7 @@ from typing import Callable, Collection, Iterator, Sequence
 import numpy as np
 
 from dflab.faces.framing import FaceFraming
+from dflab.inference.photos import resolve_threshold, score_photo_batches, verdict_of
 from dflab.media.formats import is_video_path
 
 #: One row per face (photos), per image (``faces="whole"``) or per video.
@@ -39,14 +40,6 @@ class PredictOptions:
     heatmap_dir: Path | None = None
 
 
-def model_threshold(scorer) -> float:
-    return float(((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5))
-
-
-def verdict_of(p_fake: float, threshold: float) -> str:
-    return "error" if p_fake != p_fake else ("fake" if p_fake >= threshold else "real")
-
-
 def photo_framing(scorer, faces: str) -> tuple[FaceFraming | None, bool]:
     """(the face framing, whether photos are scored face by face) for :attr:`PredictOptions.faces`."""
     framing = scorer.face_framing
@@ -56,7 +49,7 @@ def photo_framing(scorer, faces: str) -> tuple[FaceFraming | None, bool]:
 
 
 def photo_rows(image, result: dict) -> list[dict]:
-    """The rows of one photo scored face by face (a :func:`dflab.inference.photo.predict_photo` result)."""
+    """The rows of one photo scored face by face (a :func:`dflab.inference.photos.score_photos` result)."""
     rows = []
     if result["status"] != "ok":
         verdict = "no face" if result["status"] == "no_face" else "error"
@@ -73,21 +66,20 @@ def predict_files(scorer, files: Sequence[str | Path], options: PredictOptions =
     says ``error`` (or ``no face``) and why. ``on_frames(done, total)`` reports video progress.
 
     Returns ``{"threshold", "framing", "rows": [...], "photos": [...], "videos": [...]}``."""
-    from dflab.inference.photo import predict_photo
     from dflab.inference.video import predict_video
     from dflab.media.images import failure_reason
     from dflab.runtime.progress import track
 
-    threshold = model_threshold(scorer) if options.threshold is None else float(options.threshold)
+    threshold = resolve_threshold(scorer, options.threshold)
     framing, detect_faces = photo_framing(scorer, options.faces)
     files = [Path(f) for f in files]
     videos = [f for f in files if is_video_path(f)]
     images = [f for f in files if not is_video_path(f)]
     rows, photos, video_details = [], [], []
     if detect_faces:
-        for image in track(images, "photos"):
-            result = predict_photo(scorer, image, framing=framing, threshold=threshold,
-                                   face_detector=options.face_detector, heatmap_dir=options.heatmap_dir)
+        results = score_photo_batches(scorer, images, framing=framing, threshold=threshold,
+                                      face_detector=options.face_detector, heatmap_dir=options.heatmap_dir)
+        for image, result in zip(images, track(results, "photos", total=len(images))):
             photos.append(result)
             rows.extend(photo_rows(image, result))
     elif images:
@@ -178,7 +170,7 @@ def _row(path, *, face="", box="", p_fake=float("nan"), verdict="error", error="
 def _whole_image_heatmaps(scorer, images, scores, folder: Path) -> None:
     import cv2
 
-    from dflab.inference.photo import overlay_evidence
+    from dflab.inference.heatmaps import overlay_evidence
     from dflab.media.images import load_image
     from dflab.runtime.progress import warn
 

@@ -120,6 +120,20 @@ def probe_image(source: ImageLike) -> str:
     return ""
 
 
+def image_size(source: ImageLike) -> tuple[int, int]:
+    """(width, height) of an image from its header, without decoding the pixels; (0, 0) when it does
+    not read as an image (loading it says why)."""
+    if isinstance(source, np.ndarray):
+        return (int(source.shape[1]), int(source.shape[0])) if source.ndim >= 2 else (0, 0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(source) as img:
+                return img.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 0, 0
+
+
 def as_rgb_array(arr: np.ndarray, name: str = "<array>") -> np.ndarray:
     """Validate/convert an in-memory image: (H, W), (H, W, 1|3|4), any numeric dtype -> RGB uint8."""
     arr = np.asarray(arr)

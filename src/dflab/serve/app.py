@@ -175,7 +175,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
     ``warm_up``: run the network on every batch shape before the first upload is scored (``dflab
     serve`` does; uploads that arrive meanwhile wait) and hold memory near that size after it."""
     from dflab import __version__
-    from dflab.inference.predict import model_threshold
+    from dflab.inference.photos import resolve_threshold
 
     if scorer is None:
         from dflab.inference.models import load_scorer
@@ -185,8 +185,7 @@ def create_app(scorer=None, *, max_upload_bytes: int = 200 * MB, max_jobs: int =
     # scoring_thread=False: the caller runs ``app.state.scoring.run_here()`` itself (on the main thread).
     scoring = Scoring(scorer, max_jobs=max_jobs, predict_options=dict(predict_options or {}),
                       own_thread=scoring_thread, warm_up=warm_up)
-    threshold = model_threshold(scorer) if (predict_options or {}).get("threshold") is None \
-        else float(predict_options["threshold"])
+    threshold = resolve_threshold(scorer, (predict_options or {}).get("threshold"))
     framing = getattr(scorer, "face_framing", None)
 
     @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dflab.runtime.messages import one_line
-from dflab.serve.photos import score_photos
+from dflab.inference.photos import score_photos
 from dflab.serve.uploads import UploadRefused
 
 log = logging.getLogger("dflab.serve")
@@ -228,13 +228,13 @@ class Scoring:
 
     def warm_up(self) -> None:
         """Runs the face detector on a batch of generated pictures and the network on every batch
-        size photos are scored in (:func:`~dflab.serve.photos.network_batch_sizes`), then sets the
+        size photos are scored in (:func:`~dflab.inference.photos.network_batch_sizes`), then sets the
         memory ceiling: the first uploads do not pay for the one-off work of new shapes, and memory
         starts near its working size. A failure here is logged; the server scores anyway."""
         import numpy as np
 
         from dflab.data.synthetic.faces import make_face
-        from dflab.serve.photos import network_batch_sizes
+        from dflab.inference.photos import network_batch_sizes
 
         started = time.monotonic()
         try:
@@ -296,10 +296,11 @@ class Scoring:
     def _score_photos(self, batch: list[Job]) -> None:
         """Photos scored together; should that fail (a bug), each is scored alone, so that one file
         cannot fail the others."""
-        from dflab.inference.predict import model_threshold, photo_framing, photo_rows
+        from dflab.inference.photos import resolve_threshold
+        from dflab.inference.predict import photo_framing, photo_rows
 
         options = self.predict_options
-        threshold = model_threshold(self.scorer) if options.get("threshold") is None else float(options["threshold"])
+        threshold = resolve_threshold(self.scorer, options.get("threshold"))
         framing, _ = photo_framing(self.scorer, options.get("faces", "auto"))
         for job in batch:
             job.total_frames = 1

@@ -10,7 +10,8 @@ callable that maps a normalised batch to logits; every command (``predict``, ``e
 ``serve``) scores through that method, so none needs code of its own. Backends:
 
 * ``auto`` (default): onnxruntime when the model holds an exported graph and runs on the CPU,
-  else PyTorch;
+  else PyTorch; the front ends (``predict``, ``evaluate``, ``serve``) first give a CNN model that holds
+  no graph one from the user cache, exported there on first use (:func:`attach_cached_graph`);
 * ``onnx``: onnxruntime always (on the CPU); a model without a graph is exported when first scored;
 * ``torch``: PyTorch always.
 
@@ -88,6 +89,9 @@ class OnnxBackend:
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+            # Idle threads sleep instead of spinning: spinning ones take the cores from the face
+            # detector (PyTorch) that runs between two network calls.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 self._session = ort.InferenceSession(self.graph, options, providers=["CPUExecutionProvider"])
             except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped failures
@@ -159,3 +163,73 @@ def attach_graph(folder: str | Path, graph: bytes, name: str = GRAPH_FILE) -> Pa
     tmp.write_bytes(json.dumps(config, indent=2, sort_keys=True).encode())
     tmp.replace(folder / CONFIG_FILE)
     return folder / name
+
+
+#: The user-cache folder (``$DFLAB_CACHE/graphs``) of graphs exported for the ``auto`` backend.
+GRAPH_CACHE = "graphs"
+
+
+def exportable(detector):
+    """The detector whose network is exported: a ready detector's inner model, else the detector
+    itself; it must be a trained one-network PyTorch detector (one that can hold a graph)."""
+    inner = detector.inner()
+    if not hasattr(inner, "onnx_") or not isinstance(getattr(inner, "model_", None), nn.Module):
+        raise ValueError(f"{detector.name} has no single PyTorch network to export to ONNX "
+                         "(the CNN detectors have: efficientnet-*, xception, dflab-face)")
+    return inner
+
+
+def network_key(network: nn.Module, input_size: int) -> str:
+    """What names a network's exported graph in the cache: the sha256 of its weights, input size,
+    exporter (PyTorch) version and opset; other weights or another exporter, another graph."""
+    digest = hashlib.sha256(f"{torch.__version__}|opset {OPSET}|{int(input_size)} px".encode())
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
+    """Give a CNN ``detector`` (or a ready detector's model) that holds no graph its network's graph
+    from ``cache_dir``/graphs, exported there when missing (once per network: 10-50 s), and return it;
+    None for a detector with no PyTorch network to export. A cached graph is used only when its
+    sha256 is the one recorded beside it when it was written, and it is checked as a model's graph is
+    (no external data); otherwise it is exported again."""
+    from dflab.runtime.files import write_json_atomic
+    from dflab.runtime.progress import warn
+
+    try:
+        network_detector = exportable(detector)
+    except ValueError:
+        return None
+    if network_detector.onnx_ is not None and network_detector.onnx_.network is network_detector.model_:
+        return network_detector.onnx_
+    key = network_key(network_detector.model_, int(network_detector.input_size))
+    folder = Path(cache_dir) / GRAPH_CACHE
+    graph_path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
+    graph = None
+    if graph_path.is_file() and record_path.is_file():
+        graph = graph_path.read_bytes()
+        try:
+            recorded = json.loads(record_path.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded != hashlib.sha256(graph).hexdigest():
+            warn(f"{graph_path}: not the graph recorded in {record_path.name} (sha256 differs); exporting again")
+            graph = None
+        else:
+            check_graph(graph, graph_path)
+    if graph is None:
+        started = time.perf_counter()
+        graph = export_graph(network_detector.model_, int(network_detector.input_size))
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = graph_path.with_name(graph_path.name + ".partial")
+        partial.write_bytes(graph)
+        partial.replace(graph_path)
+        write_json_atomic(record_path, {"sha256": hashlib.sha256(graph).hexdigest(), "detector": network_detector.name,
+                                        "input_size": int(network_detector.input_size), "torch": torch.__version__,
+                                        "opset": OPSET})
+        info(f"{network_detector.name}: exported to ONNX for onnxruntime in {time.perf_counter() - started:.0f} s, "
+             f"once: kept in {folder}")
+    network_detector.onnx_ = OnnxBackend(graph, network_detector.model_, where=graph_path)
+    return network_detector.onnx_
