@@ -8,7 +8,6 @@ Videos, and photos of a model that scores the picture whole, are scored one at a
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import shutil
@@ -19,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dflab.runtime.messages import one_line
 from dflab.inference.photos import score_photos
+from dflab.serve.answers import answer_job
+from dflab.serve.memory import MemoryCeiling
 from dflab.serve.uploads import UploadRefused
 
 log = logging.getLogger("dflab.serve")
@@ -40,42 +40,8 @@ BATCH_JOBS = 16
 BATCH_PIXELS = 64_000_000
 
 
-#: Resident memory may grow this much past its size after the warm-up before the freed memory
-#: inside the heap is handed back (see :class:`MemoryCeiling`).
-MEMORY_SLACK = 0.10
-
-
 #: Side of the generated pictures the warm-up runs the face detector on.
 WARM_UP_SIDE = 224
-
-
-class MemoryCeiling:
-    """Keeps the server's resident memory near its size after the warm-up.
-
-    The process keeps freed memory for speed (:func:`dflab.runtime.memory.keep_freed_memory`); with
-    batches of changing shapes its heap fragments and grows for hundreds of requests. Past the
-    ceiling the freed memory is handed back (:func:`~dflab.runtime.memory.release_freed_memory`),
-    which costs page faults on the next batch, so it is done only then, not after every batch."""
-
-    def __init__(self, slack: float = MEMORY_SLACK):
-        self.slack = slack
-        self.limit_mb: float | None = None
-        self.releases = 0
-
-    def set_from_now(self) -> None:
-        from dflab.runtime.memory import resident_mb
-
-        resident = resident_mb()
-        self.limit_mb = None if resident is None else resident * (1 + self.slack)
-
-    def check(self) -> None:
-        from dflab.runtime.memory import release_freed_memory, resident_mb
-
-        resident = resident_mb()
-        if self.limit_mb is not None and resident is not None and resident > self.limit_mb:
-            if release_freed_memory():
-                self.releases += 1
-                log.info("resident memory %.0f MB over %.0f MB: freed memory handed back", resident, self.limit_mb)
 
 
 @dataclass
@@ -316,7 +282,7 @@ class Scoring:
         for job, photo in zip(batch, photos):
             result = {"threshold": threshold, "framing": framing.to_info(), "rows": photo_rows(job.file, photo),
                       "photos": [photo], "videos": []}
-            self._guarded(job, lambda: self._answer(job, result))
+            self._guarded(job, lambda: answer_job(job, result, self.scorer.name))
 
     @staticmethod
     def _heatmap_dir(job: Job) -> Path | None:
@@ -335,61 +301,4 @@ class Scoring:
                                  **self.predict_options)
         if job.kind == "image":
             job.total_frames = 1
-        self._answer(job, predict_files(self.scorer, [job.file], options, on_frames=on_frames))
-
-    def _answer(self, job: Job, result: dict) -> None:
-        """The job's result (or its 422) from a :func:`~dflab.inference.predict.predict_files` result for its file."""
-        from dflab.inference.predict import prediction_payload
-
-        details = result["photos"] + result["videos"]
-        if details and details[0]["status"] == "error":
-            job.http_status, job.error = 422, one_line(f"{job.name}: {details[0]['reason'] or 'unreadable'}", limit=500)
-            return
-        if not details and result["rows"] and result["rows"][0]["verdict"] == "error":
-            job.http_status, job.error = 422, one_line(f"{job.name}: {result['rows'][0]['error']}", limit=500)
-            return
-        if job.kind == "image":
-            job.done_frames = 1
-        payload = prediction_payload(result, self.scorer.name)
-        job.result = self._public_payload(payload, job)
-
-    def _public_payload(self, payload: dict, job: Job) -> dict:
-        """No server path in the answer: paths become the uploaded base name, heatmaps data URLs."""
-        for row in payload["results"]:
-            row["path"] = job.name
-        for photo in payload["photos"]:
-            photo["path"] = job.name
-            photo["heatmap"] = _png_data_url(photo.get("heatmap"), HEATMAP_MAX_SIDE)
-        for video in payload["videos"]:
-            video["video"] = job.name
-            video["heatmaps"] = [url for url in (_png_data_url(p, HEATMAP_MAX_SIDE) for p in video.get("heatmaps") or [])
-                                 if url]
-        if job.kind == "image" and not payload["photos"]:  # scored as a whole image (a face crop)
-            whole = job.folder / "heatmaps" / f"{job.file.stem}_heatmap.png"
-            payload["heatmap"] = _png_data_url(whole if whole.is_file() else None, HEATMAP_MAX_SIDE)
-        payload["kind"] = job.kind
-        payload["file"] = job.name
-        payload["elapsed_s"] = round(time.monotonic() - (job.started or job.created), 3)
-        return payload
-
-
-#: Largest side of a photo heatmap sent back (bigger ones are scaled down for the answer only).
-HEATMAP_MAX_SIDE = 1600
-
-
-def _png_data_url(path, max_side: int) -> str | None:
-    if not path:
-        return None
-    data = Path(path).read_bytes()
-    import cv2
-    import numpy as np
-
-    picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if picture is not None and max(picture.shape[:2]) > max_side:
-        factor = max_side / max(picture.shape[:2])
-        picture = cv2.resize(picture, (round(picture.shape[1] * factor), round(picture.shape[0] * factor)),
-                             interpolation=cv2.INTER_AREA)
-        ok, encoded = cv2.imencode(".png", picture)
-        if ok:
-            data = encoded.tobytes()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        answer_job(job, predict_files(self.scorer, [job.file], options, on_frames=on_frames), self.scorer.name)
