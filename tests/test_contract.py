@@ -1,10 +1,11 @@
 """The detector contract, checked for every registered detector (as scikit-learn's check_estimator does).
 
 Each registry row is built by name and must: survive ``clone`` with its name and parameters, refuse a
-misspelt parameter in one line, refuse to score before training, train on a tiny generated set, give
-identical scores after a save/load round trip, and score an unreadable file as NaN with
-``on_error="nan"``. Training settings are shrunk here (one epoch, small inputs) so that the whole
-registry trains in about a minute; the contract does not depend on them.
+misspelt parameter in one line, be unfitted when built and refuse to score before ``fit`` (asking
+loads nothing), train on a tiny generated set, leave itself unchanged when scoring, give identical
+scores after a save/load round trip, and score an unreadable file as NaN with ``on_error="nan"``.
+Training settings are shrunk here (one epoch, small inputs) so that the whole registry trains in about
+a minute; the contract does not depend on them.
 """
 
 from __future__ import annotations
@@ -124,13 +125,17 @@ def test_a_misspelt_parameter_is_one_line(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_untrained_detectors_refuse_to_score(name, tiny_set):
     detector = create(name, **_fast(name))
-    if detector.is_fitted():  # the ready detector ships trained
-        pytest.skip(f"{name} is trained when built")
-    # Pretrained detectors are "untrained" when their published weights are not on this machine.
-    refusal = NotFittedError if detector.trainable else (NotFittedError, WeightsError)
-    with pytest.raises(refusal) as caught:
+    built = _state(detector)
+    # Fitted state comes from fit or load, never from building: not even a shipped model or published
+    # weights on this machine make a detector fitted, and asking loads nothing.
+    assert not detector.is_fitted() and not clone(detector).is_fitted()
+    # Ready to load without data: the shipped model only (the test session's weights folder is empty).
+    assert detector.ready_to_load() == detector.shipped
+    assert _state(detector) == built
+    with pytest.raises(NotFittedError) as caught:
         detector.predict_proba(tiny_set[2].path.tolist()[:2])
     assert name in str(caught.value) and "\n" not in str(caught.value)
+    assert _state(detector) == built, "refusing to score changed the detector"
 
 
 @pytest.mark.parametrize("name", ROWS)
@@ -142,6 +147,7 @@ def test_fit_save_load_scores_identically(name, tiny_set, tmp_path):
     except WeightsError as err:  # published third-party weights not on this machine
         assert "\n" not in str(err)
         pytest.skip(f"{name}: {err}")
+    assert detector.is_fitted() and not clone(detector).is_fitted()
     before = _state(detector)
     scores = detector.predict_proba(everything)
     assert scores.shape == (len(everything),) and np.all((scores >= 0) & (scores <= 1))

@@ -133,7 +133,8 @@ def test_published_weights_detect_task1_fakes_in_their_sense(monkeypatch):
             paths += [str(f) for f in frames[::8]]
             labels += [label] * len(frames[::8])
     detector = create("mesonet4-df", device="cpu")
-    assert detector.trainable is False and detector.is_fitted()
+    assert detector.trainable is False and detector.ready_to_load() and not detector.is_fitted()
+    detector.fit()
     auc = roc_auc_score(labels, detector.predict_proba(paths))
     assert auc > 0.65, f"published Meso4_DF AUC {auc:.3f} on Task_1"
 
@@ -141,13 +142,13 @@ def test_published_weights_detect_task1_fakes_in_their_sense(monkeypatch):
 def test_published_detector_without_file_is_a_clear_error(monkeypatch, tmp_path):
     detector = create("mesoinception4-f2f", weights=str(tmp_path / "missing.h5"), device="cpu")
     with pytest.raises(WeightsError, match="mesoinception4-f2f: weights file .*missing.h5 not found"):
-        detector.predict_proba([np.zeros((256, 256, 3), np.uint8)])
+        detector.fit()
     # Nothing is looked for outside $DFLAB_WEIGHTS (../shared from the package was, once).
     monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path))
     detector = create("mesoinception4-f2f", device="cpu")
     with pytest.raises(WeightsError, match="mesoinception4-f2f: weights not found at .*mesonet/MesoInception_F2F.h5; "
                                            "run `dflab weights fetch mesoinception4-f2f`"):
-        detector.predict_proba([np.zeros((256, 256, 3), np.uint8)])
+        detector.fit()
 
 
 def test_a_published_file_that_is_not_the_published_one_is_refused(monkeypatch, tmp_path):
@@ -191,7 +192,7 @@ def test_meso4_trains_and_round_trips(tmp_path):
 
 def test_published_model_saves_with_its_resolved_activation(tmp_path, monkeypatch):
     _needs_weights(monkeypatch)
-    detector = create("mesonet4-f2f", device="cpu")
+    detector = create("mesonet4-f2f", device="cpu").fit()
     images = _blobs(4, seed=3, size=256)[0]
     scores = detector.predict_proba(images)
     detector.save(tmp_path / "m.zip")

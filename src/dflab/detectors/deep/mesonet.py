@@ -257,22 +257,19 @@ class PublishedMesoNet(MesoNetDetector):
             return Path(self.weights)
         return weight_files.find(self.name) if self.name in PUBLISHED else None
 
-    def is_fitted(self) -> bool:
+    def ready_to_load(self) -> bool:
         path = self._weights_path()
-        return self.fitted_ or (path is not None and path.is_file())
+        return path is not None and path.is_file()
 
-    def _check_fitted(self) -> None:
-        if self.fitted_:
-            return
-        path = weight_files.require(self.name, self.weights)  # a found published file: its sha256 checked
+    def fit(self, train=None, *, valid=None):
+        """Load the published weights (a file found in $DFLAB_WEIGHTS is checked against its sha256);
+        nothing is learnt from ``train``."""
+        path = weight_files.require(self.name, self.weights)
         activation = keras_hidden_activation(path) if self.hidden_activation == "auto" else self.hidden_activation
         net = MesoNet(inception=self.arch == "mesoinception4", input_size=self.input_size,
                       hidden_activation=activation)
         load_keras_h5(net, path)
-        self.model_, self.training_, self.fitted_ = net.eval(), {"weights": path.name}, True
-
-    def fit(self, train=None, *, valid=None):
-        self._check_fitted()
+        self.model_, self.training_ = net.eval(), {"weights": path.name}
         return self
 
 
