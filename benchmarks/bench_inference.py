@@ -63,7 +63,6 @@ def untrained_detector(name: str, batch_size: int, input_size: int):
         detector.head_ = make_pipeline(StandardScaler(), MLPClassifier((detector.mlp_hidden,), max_iter=50,
                                                                       random_state=0))
         detector.head_.fit(embeddings, np.arange(64) % 2)
-    detector.fitted_ = True
     return detector
 
 

@@ -83,7 +83,7 @@ def make_models(where: Path, size: int) -> dict[str, Path]:
     ela.save(where / "ela-logreg")
     cnn = create("efficientnet-lite0", input_size=size, pretrained=False, device="cpu")
     torch.manual_seed(0)
-    cnn.model_, cnn.fitted_ = cnn.build_model(pretrained=False).eval(), True
+    cnn.model_ = cnn.build_model(pretrained=False).eval()
     cnn.save(where / "lite0")
     return {"ela": where / "ela-logreg", "cnn": where / "lite0"}
 

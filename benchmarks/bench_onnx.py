@@ -50,7 +50,7 @@ def model_detector(name: str, batch_size: int):
         return create("dflab-face", device="cpu", batch_size=batch_size).fit().inner()
     detector = create(f"efficientnet-{name}", device="cpu", batch_size=batch_size)
     torch.manual_seed(0)
-    detector.model_, detector.fitted_ = detector.build_model(pretrained=True).eval(), True
+    detector.model_ = detector.build_model(pretrained=True).eval()
     return detector
 
 

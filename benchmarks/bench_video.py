@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         print(f"no clips under {args.clips} (../shared not present?)", file=sys.stderr)
         return 2
-    scorer = load_detector(args.model) if args.model else create(args.detector)
+    scorer = load_detector(args.model) if args.model else create(args.detector).fit()
     face_detectors = {name: get_face_detector(name) for name in args.face_detectors.split(",") if name}
 
     warm = sample_frames(clips[0], 1)[0].image

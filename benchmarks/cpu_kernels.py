@@ -78,7 +78,7 @@ def probe(crops: list[str], photos: list[str], threads: int) -> dict:
 
     result = {"capability": torch.backends.cpu.get_cpu_capability(), "threads": threads}
     for backend in ("torch", "onnx"):
-        detector = create("dflab-face", backend=backend, device="cpu")
+        detector = create("dflab-face", backend=backend, device="cpu").fit()
         result[f"p_fake_{backend}"] = [float(p) for p in detector.predict_proba(crops)]
     finder = get_face_detector("mtcnn", device="cpu")
     result["boxes"] = [[list(map(float, face.box)) for face in finder.detect(np.asarray(Image.open(p).convert("RGB")))]

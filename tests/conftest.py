@@ -1,4 +1,4 @@
-"""Test-wide settings: a private feature cache, quiet output, the location of ../shared, and a tiny
+"""Test-wide settings: a private feature cache and weights folder, quiet output, the location of ../shared, and a tiny
 trained model for the commands' tests."""
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ def _isolated_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DFLAB_CACHE", str(tmp_path_factory.mktemp("dflab-cache")))
     mp.setenv("DFLAB_QUIET", "1")
+    # Published weights are found in $DFLAB_WEIGHTS only: an empty folder unless a test points it
+    # at ../shared/weights or at files it made (the user's ~/.cache/dflab/weights stays out of it).
+    mp.setenv("DFLAB_WEIGHTS", str(tmp_path_factory.mktemp("dflab-weights")))
     yield
     mp.undo()
 

@@ -129,11 +129,12 @@ def test_weights_list_and_fetch_from_a_local_url(tmp_path):
 
 
 @pytest.mark.slow
-def test_faces_extract_and_predict_on_real_videos(tmp_path):
+def test_faces_extract_and_predict_on_real_videos(tmp_path, monkeypatch):
     from .conftest import require_shared
 
     clips = require_shared("datasets", "videos", "ffpp_c23")
     require_shared("weights", "mesonet", "Meso4_DF.h5")
+    monkeypatch.setenv("DFLAB_WEIGHTS", str(require_shared("weights")))  # where mesonet4-df's file is
     clip = clips / "fake" / "519_515.mp4"
     result = dflab("faces", "extract", clip, "--out", tmp_path / "faces", "--frames", "3", "--size", "128", "--quiet")
     assert result.returncode == 0, result.stderr

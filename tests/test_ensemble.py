@@ -24,7 +24,6 @@ class FixedProbDetector(Detector):
         _, labels, _ = as_training_set(train)
         self.table_ = np.asarray(self.probs, dtype=float)
         self.n_train_ = len(labels)
-        self.fitted_ = True
         return self
 
     def predict_proba(self, images, *, on_error="raise"):

@@ -129,7 +129,7 @@ def test_blazeface_weights_by_env_and_bad_weights(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DFLAB_WEIGHTS", str(SHARED / "weights"))
     assert BlazeFaceDetector().weights_path == BLAZEFACE_DIR / "blazeface.pth"
-    monkeypatch.delenv("DFLAB_WEIGHTS")
+    monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="DFLAB_WEIGHTS"):
         BlazeFaceDetector()
     bad = tmp_path / "blazeface.pth"

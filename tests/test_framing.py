@@ -126,7 +126,6 @@ def test_attention_map_covers_the_framed_region_only():
     detector = create("efficientnet-lite0-autoatt", pretrained=False, input_size=64, crop_scale=1.0, device="cpu")
     torch.manual_seed(0)
     detector.model_ = detector.build_model(pretrained=False).eval()
-    detector.fitted_ = True
     heatmap = detector.explain(photo)
     (face,) = locate_faces([photo], workers=1, cache_dir=False)
     left, top, right, bottom = square_region(face.box, 1.0, 512, 512)

@@ -59,7 +59,6 @@ def test_every_cnn_detector_explains_an_image_with_a_map_of_its_size():
             create(name, input_size=64, device="cpu")
         torch.manual_seed(0)
         detector.model_ = detector.build_model(pretrained=False).eval()
-        detector.fitted_ = True
         heatmap = detector.explain(image)
         assert heatmap.shape == (70, 90) and heatmap.dtype == np.float32
         assert 0 <= heatmap.min() and heatmap.max() <= 1 and heatmap.max() > 0, name

@@ -20,9 +20,13 @@ MESO_WEIGHTS = SHARED / "weights" / "mesonet"
 torch.set_num_threads(2)
 
 
-def _needs_weights():
+def _needs_weights(monkeypatch=None):
+    """Skip without ../shared; with ``monkeypatch``, point $DFLAB_WEIGHTS at its weights (the
+    published detectors find their files there)."""
     if not (MESO_WEIGHTS / "Meso4_DF.h5").is_file():
         pytest.skip(f"../shared not present: no MesoNet weights at {MESO_WEIGHTS}")
+    if monkeypatch is not None:
+        monkeypatch.setenv("DFLAB_WEIGHTS", str(MESO_WEIGHTS.parent))
 
 
 # -- a NumPy implementation of the Keras layers (NHWC, as Keras computes) ----------------------
@@ -115,10 +119,10 @@ def test_wrong_variant_file_is_refused():
         load_keras_h5(MesoNet(inception=True), MESO_WEIGHTS / "Meso4_DF.h5")
 
 
-def test_published_weights_detect_task1_fakes_in_their_sense():
+def test_published_weights_detect_task1_fakes_in_their_sense(monkeypatch):
     """The published Meso4_DF, fed [0, 1] pixels and read as P(fake) = 1 - sigmoid, beats chance on
     UADFV (Task_1/evaluation, 2 frames per video)."""
-    _needs_weights()
+    _needs_weights(monkeypatch)
     root = SHARED / "datasets" / "Task_1" / "evaluation"
     if not root.is_dir():
         pytest.skip(f"../shared not present: no {root}")
@@ -129,15 +133,32 @@ def test_published_weights_detect_task1_fakes_in_their_sense():
             paths += [str(f) for f in frames[::8]]
             labels += [label] * len(frames[::8])
     detector = create("mesonet4-df", device="cpu")
-    assert detector.trainable is False and detector.is_fitted()
+    assert detector.trainable is False and detector.ready_to_load() and not detector.is_fitted()
+    detector.fit()
     auc = roc_auc_score(labels, detector.predict_proba(paths))
     assert auc > 0.65, f"published Meso4_DF AUC {auc:.3f} on Task_1"
 
 
 def test_published_detector_without_file_is_a_clear_error(monkeypatch, tmp_path):
     detector = create("mesoinception4-f2f", weights=str(tmp_path / "missing.h5"), device="cpu")
-    with pytest.raises(WeightsError, match="mesoinception4-f2f: MesoInception_F2F.h5 not found"):
-        detector.predict_proba([np.zeros((256, 256, 3), np.uint8)])
+    with pytest.raises(WeightsError, match="mesoinception4-f2f: weights file .*missing.h5 not found"):
+        detector.fit()
+    # Nothing is looked for outside $DFLAB_WEIGHTS (../shared from the package was, once).
+    monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path))
+    detector = create("mesoinception4-f2f", device="cpu")
+    with pytest.raises(WeightsError, match="mesoinception4-f2f: weights not found at .*mesonet/MesoInception_F2F.h5; "
+                                           "run `dflab weights fetch mesoinception4-f2f`"):
+        detector.fit()
+
+
+def test_a_published_file_that_is_not_the_published_one_is_refused(monkeypatch, tmp_path):
+    _needs_weights()
+    (tmp_path / "mesonet").mkdir()
+    # The F2F weights under the DF name: a readable Meso4 file, not the one the name promises.
+    (tmp_path / "mesonet" / "Meso4_DF.h5").write_bytes((MESO_WEIGHTS / "Meso4_F2F.h5").read_bytes())
+    monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError, match="sha256 does not match the published mesonet4-df weights"):
+        create("mesonet4-df", device="cpu").fit()
 
 
 def _blobs(n, seed, size=64):
@@ -169,9 +190,9 @@ def test_meso4_trains_and_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(test_images), scores)
 
 
-def test_published_model_saves_with_its_resolved_activation(tmp_path):
-    _needs_weights()
-    detector = create("mesonet4-f2f", device="cpu")
+def test_published_model_saves_with_its_resolved_activation(tmp_path, monkeypatch):
+    _needs_weights(monkeypatch)
+    detector = create("mesonet4-f2f", device="cpu").fit()
     images = _blobs(4, seed=3, size=256)[0]
     scores = detector.predict_proba(images)
     detector.save(tmp_path / "m.zip")

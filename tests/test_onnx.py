@@ -33,7 +33,7 @@ def _tiny_lite0(**params):
     """An untrained EfficientNet-Lite0 at 64 px, ready to score (its weights do not matter to equality)."""
     detector = create("efficientnet-lite0", input_size=64, pretrained=False, device="cpu", batch_size=8, **params)
     torch.manual_seed(0)
-    detector.model_, detector.fitted_ = detector.build_model(pretrained=False).eval(), True
+    detector.model_ = detector.build_model(pretrained=False).eval()
     return detector
 
 
@@ -143,6 +143,53 @@ def test_a_graph_is_not_used_for_a_network_it_was_not_exported_from(models):
     detector.model_ = detector.build_model(pretrained=False).eval()  # what training again does
     assert scoring_network(detector, detector.model_, device) is detector.model_
     assert GRAPH_FILE not in detector._get_state()
+
+
+@pytest.mark.slow
+def test_scoring_never_exports_the_graph_is_made_when_the_backend_or_network_is_set(models, image_folder,
+                                                                                  monkeypatch):
+    from dflab.detectors.deep import onnx_backend
+
+    exported = (models["with_graph"] / GRAPH_FILE).read_bytes()  # the plain model's network, exported
+    exports: list[int] = []
+
+    def counted_export(network, input_size):
+        exports.append(input_size)
+        return exported
+
+    monkeypatch.setattr(onnx_backend, "export_graph", counted_export)
+    sources = models["sources"]
+    # Loading with backend "onnx" exports once, at load; scoring twice exports nothing more and
+    # leaves the detector as it was (the same graph object, the same attributes).
+    loaded = load_detector(models["plain"], backend="onnx")
+    assert exports == [64] and isinstance(loaded.onnx_, OnnxBackend) and loaded.onnx_.network is loaded.model_
+    attributes = {key: id(value) for key, value in vars(loaded).items()}
+    scores = loaded.predict_proba(sources, on_error="nan")
+    loaded.predict_proba(sources, on_error="nan")
+    assert exports == [64] and {key: id(value) for key, value in vars(loaded).items()} == attributes
+    assert np.nanmax(np.abs(scores - models["onnx_scores"])) <= 1e-7
+    # Choosing the backend after loading exports then, not at the first scoring.
+    other = load_detector(models["plain"])
+    assert exports == [64] and other.onnx_ is None
+    other.set_params(backend="onnx")
+    assert exports == [64, 64] and other.onnx_.network is other.model_
+    other.set_params(backend="onnx")  # the graph of this network is held: not exported again
+    assert len(exports) == 2
+    # A network with backend "onnx" but no graph of it (replaced by hand) is refused, not exported.
+    other.model_ = other.build_model(pretrained=False).eval()
+    with pytest.raises(ValueError, match="no ONNX graph of its network"):
+        other.predict_proba(sources[:2])
+    assert len(exports) == 2
+    # Training with backend "onnx" exports at the end of fit; the graph is for this run only: the saved
+    # model is the one a PyTorch training saves (as the lab has always written it).
+    images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(8)]
+    trained = create("efficientnet-lite0", input_size=64, pretrained=False, device="cpu", batch_size=4, epochs=1,
+                     warmup_epochs=0, backend="onnx").fit((images, np.arange(8) % 2))
+    assert len(exports) == 3 and trained.onnx_.network is trained.model_
+    attributes = {key: id(value) for key, value in vars(trained).items()}
+    trained.predict_proba(images)
+    assert len(exports) == 3 and {key: id(value) for key, value in vars(trained).items()} == attributes
+    assert GRAPH_FILE not in trained._get_state()
 
 
 @pytest.mark.slow

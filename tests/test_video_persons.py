@@ -67,7 +67,7 @@ def two_people(tmp_path_factory) -> Path:
 def test_a_video_takes_the_verdict_of_its_most_fake_person(two_people):
     from dflab.detectors import create
 
-    detector = create("dflab-face")
+    detector = create("dflab-face").fit()
     result = predict_video(detector, two_people, n_frames=8, framing=detector.face_framing)
     assert result["status"] == "ok"
     persons = result["persons"]

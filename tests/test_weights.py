@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,13 +14,52 @@ from dflab.runtime.weights import WeightFile, WeightsError
 
 
 def test_icpr_table_pins_the_hash_in_each_published_file_name():
-    icpr = {name: entry for name, entry in weights.WEIGHTS.items() if name.startswith("icpr-")}
-    assert len(icpr) == 10
-    for entry in icpr.values():
+    from dflab.detectors.deep.pretrained import CONVERTERS, ICPR
+
+    assert len(ICPR) == 10
+    for name, checkpoint in ICPR.items():
+        entry = checkpoint.file
         assert entry.url.startswith("https://f002.backblazeb2.com/file/icpr2020/")
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert entry.filename.endswith(f"-{entry.sha256}.pth")
-        assert entry.licence and entry.converter.startswith("icpr-")
+        assert entry.licence and checkpoint.converter in CONVERTERS
+        assert weights.get(name) is entry  # declared where fetch and find look
+
+
+def test_every_family_declares_its_files_beside_its_network():
+    """The bottom layer knows no detector: the families declare their files, each with a sha256."""
+    import dflab.faces.blazeface as blazeface
+    from dflab.detectors import available
+    from dflab.detectors.deep import mesonet
+
+    available()
+    assert weights.get("blazeface") is blazeface.WEIGHTS and blazeface.WEIGHTS.relative_path == "blazeface/blazeface.pth"
+    for name, (_, _, entry) in mesonet.PUBLISHED.items():
+        assert weights.get(name) is entry and entry.relative_path.startswith("mesonet/") and entry.filename.endswith(".h5")
+    assert all(re.fullmatch(r"[0-9a-f]{64}", entry.sha256) for entry in weights.WEIGHTS.values())
+    source = (Path(weights.__file__)).read_text()
+    assert not any(name in source for name in ("icpr", "meso", "blazeface"))
+    with pytest.raises(ValueError, match="declared twice"):
+        weights.declare(WeightFile(**{**blazeface.WEIGHTS.__dict__, "sha256": "0" * 64}))
+    assert weights.declare(blazeface.WEIGHTS) == {"blazeface": blazeface.WEIGHTS}  # the same again: no-op
+
+
+def test_find_and_require_look_in_the_weights_folder_and_check_the_hash(local_entry, tmp_path, monkeypatch):
+    entry, payload = local_entry
+    monkeypatch.setenv("DFLAB_WEIGHTS", str(tmp_path / "store"))
+    assert weights.find("tiny") is None
+    with pytest.raises(WeightsError, match="tiny: weights not found at .*dflab weights fetch tiny"):
+        weights.require("tiny")
+    assert weights.require("tiny", payload) == payload  # a file given by hand is taken as it is
+    with pytest.raises(WeightsError, match="tiny: weights file .*absent.pth not found"):
+        weights.require("tiny", tmp_path / "absent.pth")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "tiny.pth").write_bytes(b"not the published bytes")
+    assert weights.find("tiny") == tmp_path / "store" / "tiny.pth"
+    with pytest.raises(WeightsError, match="sha256 does not match the published tiny weights"):
+        weights.require("tiny")
+    (tmp_path / "store" / "tiny.pth").write_bytes(payload.read_bytes())
+    assert weights.require("tiny") == tmp_path / "store" / "tiny.pth"
 
 
 @pytest.fixture
@@ -28,8 +68,7 @@ def local_entry(tmp_path, monkeypatch):
     payload.parent.mkdir()
     torch.save({"layer.weight": torch.arange(6.0).reshape(2, 3)}, payload)
     digest = hashlib.sha256(payload.read_bytes()).hexdigest()
-    entry = WeightFile(name="tiny", url=payload.as_uri(), sha256=digest, description="test file",
-                       licence="none", converter="")
+    entry = WeightFile(name="tiny", url=payload.as_uri(), sha256=digest, description="test file", licence="none")
     monkeypatch.setitem(weights.WEIGHTS, "tiny", entry)
     return entry, payload
 

@@ -21,7 +21,7 @@ def detectors_command() -> None:
         if entry.cls.trainable:
             status = "train first"
         else:
-            status = "ready" if create(name).is_fitted() else "needs weights"
+            status = "ready" if create(name).ready_to_load() else "needs weights"
         table.add_row(name, entry.family, status, entry.description)
     out_console.print(table)
     out_console.print("dflab predict FILE uses dflab-face when no --model or --detector is given.")

@@ -12,11 +12,23 @@ from rich.table import Table
 from dflab.cli.common import out_console, weights_app
 
 
+def _declared():
+    """:mod:`dflab.runtime.weights` with every family's weight files declared: the detectors (each
+    module declares the files its networks use) and the BlazeFace face detector."""
+    import dflab.faces.blazeface  # noqa: F401 (declares its weights)
+    from dflab.detectors import available
+    from dflab.runtime import weights
+
+    available()  # imports every detector module
+    return weights
+
+
 @weights_app.command("list")
 def weights_list() -> None:
     """The weight files dflab knows: shipped with the package (ready to use) or fetched, with their sha256."""
     from dflab.detectors.ready import ready_model_dir, ready_models
-    from dflab.runtime import weights
+
+    weights = _declared()
 
     table = Table(show_header=True, header_style="bold", box=None)
     for column in ("name", "present", "sha256", "description", "licence"):
@@ -25,9 +37,9 @@ def weights_list() -> None:
         arrays = ready_model_dir(name) / "arrays.safetensors"
         table.add_row(name, "shipped", weights.sha256_file(arrays), f"ready detector (model card: {arrays.parent / 'MODEL_CARD.md'})",
                       "research use (DFDC and UADFV terms)")
-    for name, entry in weights.WEIGHTS.items():
-        present = "yes" if weights.local_path(name).exists() else "no"
-        table.add_row(name, present, entry.sha256 or "", entry.description, entry.licence)
+    for name, entry in sorted(weights.WEIGHTS.items()):
+        present = "yes" if weights.find(name) else "no"
+        table.add_row(name, present, entry.sha256, entry.description, entry.licence)
     out_console.print(table)
     out_console.print(f"fetched weights folder: {weights.weights_dir()} (set $DFLAB_WEIGHTS to change it)")
 
@@ -38,7 +50,5 @@ def weights_fetch(name: str = typer.Argument(..., help="Name from `dflab weights
                   dest: Optional[Path] = typer.Option(None, help="Folder or file to write (default: the weights folder).")
                   ) -> None:
     """Download a weight file and check its sha256."""
-    from dflab.runtime import weights
-
-    path = weights.fetch(name, dest=dest, url_override=url)
+    path = _declared().fetch(name, dest=dest, url_override=url)
     out_console.print(escape(f"{name}: {path} (sha256 verified)"))

@@ -120,8 +120,8 @@ class Detector(BaseEstimator):
     #: Whether the trained model ships inside the package (a ready detector: loaded, never saved again).
     shipped: ClassVar[bool] = False
 
-    # Fitted state before ``fit``/``load``: an untrained detector, with no model info.
-    fitted_: bool = False
+    # Model info before ``load``: none. (Fitted state is what ``fit`` or ``load`` sets: attributes
+    # ending in "_", see :meth:`is_fitted`.)
     model_info_: dict | None = None
 
     # -- the contract -------------------------------------------------------------------------
@@ -137,7 +137,10 @@ class Detector(BaseEstimator):
         raise NotImplementedError(f"{self.name} has no explanation map")
 
     def is_fitted(self) -> bool:
-        return self.fitted_
+        """Whether the detector holds fitted state, decided as scikit-learn's ``check_is_fitted`` does: an
+        attribute ending in "_" set on the detector itself (by ``fit``, ``load`` or ``_set_state``;
+        class-level defaults do not count). It only looks: nothing is loaded."""
+        return any(key.endswith("_") and not key.startswith("__") for key in vars(self))
 
     # -- optional abilities: declared here with their "none" answer, so callers never probe --------
     def inner(self) -> "Detector":
@@ -152,6 +155,11 @@ class Detector(BaseEstimator):
         """A PNG of training examples made from ``sources`` (self-blended images), for the report; None
         when the detector makes none."""
         return None
+
+    def ready_to_load(self) -> bool:
+        """Whether ``fit`` needs no training data and what it loads (published weights, a shipped model)
+        is on this machine; False for detectors that learn from data. It only looks: nothing is loaded."""
+        return False
 
     def training_summary(self) -> dict[str, float]:
         """Numbers of the last training the lab reports beside the metrics (e.g. a siamese network's
@@ -260,7 +268,6 @@ class Detector(BaseEstimator):
             raise
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
             raise ModelFileError(path, f"model state does not fit {name} ({one_line(err)})") from None
-        detector.fitted_ = True
         detector.model_info_ = config.get("info", {})
         return detector
 

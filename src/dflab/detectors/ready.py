@@ -44,7 +44,7 @@ def ready_models() -> list[str]:
                       "UADFV faces and self-blended pseudo-fakes, calibrated; finds and frames faces itself "
                       "(see `dflab weights list` and its model card)")
 class ReadyDetector(Detector):
-    """A shipped model, loaded (and its hashes checked) on first use; otherwise the detector it holds."""
+    """A shipped model, loaded (and its hashes checked) by ``fit``; otherwise the detector it holds."""
 
     trainable = False
     shipped = True
@@ -61,20 +61,21 @@ class ReadyDetector(Detector):
         return ready_model_dir(self.model)
 
     def inner(self) -> Detector:
-        """The shipped model itself (loaded once)."""
+        """The shipped model itself (loaded by ``fit``)."""
+        self._check_fitted()
+        return self.inner_
+
+    def ready_to_load(self) -> bool:
+        return (self.folder / "config.json").is_file()
+
+    def fit(self, train=None, *, valid=None) -> "ReadyDetector":
+        """Load the shipped model (once); nothing is learnt from ``train``."""
         if self.inner_ is None:
-            if not (self.folder / "config.json").is_file():
+            if not self.ready_to_load():
                 raise ModelFileError(self.folder, f"the ready model {self.model!r} is not installed with this "
                                                   "package (see benchmarks/build_ready_detector.py)")
             self.inner_ = load_detector(self.folder, batch_size=self.batch_size, device=self.device,
                                         workers=self.workers, backend=self.backend)
-        return self.inner_
-
-    def is_fitted(self) -> bool:
-        return self.inner_ is not None or (self.folder / "config.json").is_file()
-
-    def fit(self, train=None, *, valid=None) -> "ReadyDetector":
-        self.inner()
         return self
 
     @property

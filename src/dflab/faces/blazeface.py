@@ -10,10 +10,18 @@ import cv2
 import numpy as np
 
 from dflab.faces.detection import Face, FaceDetector, default_device, weighted_nms
+from dflab.runtime import weights as weight_files
 from dflab.runtime.files import sha256_file
 
-#: Environment variable naming a folder of third-party weights (``<folder>/blazeface/blazeface.pth``).
-WEIGHTS_ENV = "DFLAB_WEIGHTS"
+#: BlazeFace front model in PyTorch (hollance/BlazeFace-PyTorch, converted from MediaPipe), kept in
+#: ``$DFLAB_WEIGHTS/blazeface`` by ``dflab weights fetch blazeface``. The hash is that of the copy in
+#: ../shared/weights/blazeface (no internet here to compare with the live file).
+WEIGHTS = weight_files.WeightFile(
+    name="blazeface", url="https://github.com/hollance/BlazeFace-PyTorch/raw/master/blazeface.pth",
+    sha256="54ecff653feaaaf1f7d44b6aff28fd2fc50e483a4e847563b6dd261369c43ba4",
+    description="BlazeFace front-camera face detector (128x128), PyTorch state_dict", licence="Apache-2.0",
+    folder="blazeface")
+weight_files.declare(WEIGHTS)
 
 
 def _blazeface_anchors() -> np.ndarray:
@@ -91,14 +99,17 @@ def _blazeface_network():
     return BlazeFaceNet()
 
 
-def find_weights(name: str, explicit: str | os.PathLike | None = None) -> Path:
-    """A third-party weight file: ``explicit`` if given, else where ``dflab weights fetch NAME`` keeps
-    it (``$DFLAB_WEIGHTS`` or ``~/.cache/dflab/weights``)."""
-    from dflab.runtime.weights import local_path
-
-    path = Path(explicit) if explicit is not None else local_path(name)
+def find_weights(explicit: str | os.PathLike | None = None) -> Path:
+    """The BlazeFace weight file: ``explicit`` if given, else where ``dflab weights fetch blazeface``
+    keeps it (``$DFLAB_WEIGHTS`` or ``~/.cache/dflab/weights``), checked against its sha256."""
+    if explicit is not None:
+        path = Path(explicit)
+    else:
+        found = weight_files.find(WEIGHTS.name)
+        path = weight_files.verify(WEIGHTS.name, found) if found else weight_files.local_path(WEIGHTS.name)
     if not path.is_file():
-        hint = "" if explicit is not None else f" (`dflab weights fetch {name}` downloads it, or set {WEIGHTS_ENV})"
+        hint = "" if explicit is not None else (f" (`dflab weights fetch {WEIGHTS.name}` downloads it, "
+                                                f"or set {weight_files.WEIGHTS_ENV})")
         raise FileNotFoundError(f"{path}: weight file not found{hint}")
     return path
 
@@ -121,7 +132,7 @@ class BlazeFaceDetector(FaceDetector):
                  min_score: float = 0.75, nms_iou: float = 0.3, device: str | None = None):
         import torch
 
-        path = find_weights("blazeface", weights)
+        path = find_weights(weights)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a bad file; all mean "unusable weights"

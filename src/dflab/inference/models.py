@@ -27,10 +27,10 @@ def load_scorer(model: Optional[Path], detector: Optional[str], workers: Optiona
                                    f"{DEFAULT_READY} is not installed with this package")
         return with_backend(create(DEFAULT_READY).fit(), backend)
     built = create(detector)
-    if not built.is_fitted():
+    if built.trainable:
         raise ModelChoiceError(
             f"detector {detector} needs training first: `dflab train DATA --detector {detector} --out MODEL`")
-    return with_backend(built, backend)
+    return with_backend(built, backend).fit()  # published weights: fit loads them (no data)
 
 
 def identity_scorer(model: Optional[Path], detector: Optional[str], reference: Path):

@@ -1,14 +1,11 @@
-"""Published third-party weights: what is known, where it lives, and how to fetch and verify it.
+"""Published third-party weights: fetch, verify and find the files the model families declare.
 
-``WEIGHTS`` lists the weight files dflab knows (name, URL, sha256, licence, the converter that maps
-its keys onto our networks). :func:`fetch` downloads one with urllib (``file://`` URLs work too),
-checks its sha256 and keeps it in :func:`weights_dir`. Third-party checkpoints are only ever read
-with ``torch.load(weights_only=True)`` (:func:`load_torch_checkpoint`): no code runs from a file.
-
-The ICPR 2020 checkpoints (Bonettini et al., "Video Face Manipulation Detection Through Ensemble of
-CNNs", polimi-ispl/icpr2020dfdc) are served from the authors' Backblaze bucket. Their file names end
-in the file's full sha256, which the authors' own loader checks (``torch.hub``'s ``check_hash``);
-that is the hash pinned here.
+Each family declares its weight files beside its network (:func:`declare`: name, URL, sha256, licence,
+where the file is kept); this module knows no detector and no network. :func:`fetch` downloads a
+declared file with urllib (``file://`` URLs work too), checks its sha256 and keeps it in
+:func:`weights_dir`; :func:`find` says where a declared file is on this machine. Third-party
+checkpoints are only ever read with ``torch.load(weights_only=True)`` (:func:`load_torch_checkpoint`):
+no code runs from a file.
 """
 
 from __future__ import annotations
@@ -33,78 +30,40 @@ class WeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class WeightFile:
+    """One published weight file, as the family that uses it declares it."""
+
     name: str
     url: str
-    sha256: str | None
+    sha256: str
     description: str
     licence: str
-    #: Key converter in :data:`dflab.detectors.deep.pretrained.CONVERTERS` (or "" when loaded as is).
-    converter: str
-    #: The detector that uses these weights.
-    detector: str = ""
     #: Sub-folder of :func:`weights_dir` the file is kept in ("" = the folder itself).
     folder: str = ""
+    #: The file's name when kept ("" = the last part of the URL).
+    file: str = ""
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+        return self.file or self.url.rsplit("/", 1)[-1]
 
     @property
     def relative_path(self) -> str:
         return f"{self.folder}/{self.filename}" if self.folder else self.filename
 
 
-_ICPR_BUCKET = "https://f002.backblazeb2.com/file/icpr2020"
+#: Every weight file declared so far, by name (each family declares its own when its module is imported).
+WEIGHTS: dict[str, WeightFile] = {}
 
 
-_ICPR_LICENCE = "GPL-3.0 (polimi-ispl/icpr2020dfdc); trained on DFDC or FaceForensics++ under their terms"
-
-
-_ICPR = {
-    # (architecture, training set): sha256 (= the suffix of the published file name)
-    ("EfficientNetB4", "DFDC"): "c9f3663e2116d3356d056a0ce6453e0fc412a8df68ebd0902f07104d9129a09a",
-    ("EfficientNetB4", "FFPP"): "93aaad84946829e793d1a67ed7e0309b535e2f2395acb4f8d16b92c0616ba8d7",
-    ("EfficientNetB4ST", "DFDC"): "86f0a0701b18694dfb5e7837bd09fa8e48a5146c193227edccf59f1b038181c6",
-    ("EfficientNetB4ST", "FFPP"): "ccd016668071be5bf5fff68e446d055441739ec7113fb1a6eee998f08396ae92",
-    ("EfficientNetAutoAttB4", "DFDC"): "72ed969b2a395fffe11a0d5bf0a635e7260ba2588c28683630d97ff7153389fc",
-    ("EfficientNetAutoAttB4", "FFPP"): "b0c9e9522a7143cf119843e910234be5e30f77dc527b1b427cdffa5ce3bdbc25",
-    ("EfficientNetAutoAttB4ST", "DFDC"): "4df0ef7d2f380a5955affa78c35d0942ac1cd65229510353b252737775515a33",
-    ("EfficientNetAutoAttB4ST", "FFPP"): "ddb357503b9b902e1b925c2550415604c4252b9b9ecafeb7369dc58cc16e9edd",
-    ("Xception", "DFDC"): "e826cdb64d73ef491e6b8ff8fce0e1e1b7fc1d8e2715bc51a56280fff17596f9",
-    ("Xception", "FFPP"): "bb119e4913cb8f816cd28a03f81f4c603d6351bf8e3f8e3eb99eebc923aecd22",
-}
-
-
-_ICPR_NAMES = {"EfficientNetB4": ("efficientnetb4", "icpr-efficientnet"),
-               "EfficientNetB4ST": ("efficientnetb4-st", "icpr-efficientnet-st"),
-               "EfficientNetAutoAttB4": ("efficientnetb4-autoatt", "icpr-efficientnet-autoatt"),
-               "EfficientNetAutoAttB4ST": ("efficientnetb4-autoatt-st", "icpr-efficientnet-autoatt-st"),
-               "Xception": ("xception", "icpr-xception")}
-
-
-def _icpr_table() -> dict[str, WeightFile]:
-    table = {}
-    for (arch, train_set), digest in _ICPR.items():
-        short, converter = _ICPR_NAMES[arch]
-        name = f"icpr-{short}-{train_set.lower()}"
-        table[name] = WeightFile(
-            name=name, url=f"{_ICPR_BUCKET}/{arch}_{train_set}_bestval-{digest}.pth", sha256=digest,
-            description=f"ICPR 2020 {arch} trained on {train_set} (Bonettini et al.), one logit = fake",
-            licence=_ICPR_LICENCE, converter=converter, detector=name)
-    return table
-
-
-#: BlazeFace front model in PyTorch (hollance/BlazeFace-PyTorch, converted from MediaPipe). The hash is
-#: that of the copy in ../shared/weights/blazeface (no internet here to compare with the live file).
-_BLAZEFACE = WeightFile(
-    name="blazeface", url="https://github.com/hollance/BlazeFace-PyTorch/raw/master/blazeface.pth",
-    sha256="54ecff653feaaaf1f7d44b6aff28fd2fc50e483a4e847563b6dd261369c43ba4",
-    description="BlazeFace front-camera face detector (128x128), PyTorch state_dict", licence="Apache-2.0",
-    converter="", detector="face detector `blazeface`", folder="blazeface")
-
-
-#: Every weight file dflab knows, by name.
-WEIGHTS: dict[str, WeightFile] = dict(sorted({**_icpr_table(), _BLAZEFACE.name: _BLAZEFACE}.items()))
+def declare(*entries: WeightFile) -> dict[str, WeightFile]:
+    """Add a family's weight files to :data:`WEIGHTS` (a name may be declared once; the same entry
+    again is a no-op) and return them by name."""
+    for entry in entries:
+        known = WEIGHTS.get(entry.name)
+        if known is not None and known != entry:
+            raise ValueError(f"weights {entry.name!r} declared twice, differently")
+        WEIGHTS[entry.name] = entry
+    return {entry.name: entry for entry in entries}
 
 
 def weights_dir() -> Path:
@@ -113,13 +72,38 @@ def weights_dir() -> Path:
 
 def get(name: str) -> WeightFile:
     if name not in WEIGHTS:
-        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(WEIGHTS)} (see `dflab weights list`)")
+        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(sorted(WEIGHTS))} "
+                           "(see `dflab weights list`)")
     return WEIGHTS[name]
 
 
 def local_path(name: str) -> Path:
     """Where :func:`fetch` puts (or has put) the named weights by default."""
     return weights_dir() / get(name).relative_path
+
+
+def find(name: str) -> Path | None:
+    """The named weights on this machine: where :func:`fetch` keeps them (``<folder>/<file>`` in
+    :func:`weights_dir`), or the file alone in :func:`weights_dir`; None when neither is there."""
+    entry = get(name)
+    candidates = (weights_dir() / entry.relative_path, weights_dir() / entry.filename)
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def require(name: str, explicit: str | Path | None = None) -> Path:
+    """The file to load the named weights from: ``explicit`` when given (a file given by hand need only
+    fit the network, which loading checks), else the declared file found on this machine (:func:`find`),
+    checked against its sha256."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise WeightsError(f"{name}: weights file {path} not found")
+        return path
+    path = find(name)
+    if path is None:
+        raise WeightsError(f"{name}: weights not found at {local_path(name)}; run `dflab weights fetch {name}` "
+                           f"(or set ${WEIGHTS_ENV}) or pass weights=PATH")
+    return verify(name, path)
 
 
 def fetch(name: str, dest: str | Path | None = None, url_override: str | None = None, *,
@@ -134,7 +118,7 @@ def fetch(name: str, dest: str | Path | None = None, url_override: str | None = 
     else:
         dest = Path(dest)
         target = dest / entry.filename if (dest.is_dir() or dest.suffix == "") else dest
-    if target.exists() and entry.sha256 and sha256_file(target) == entry.sha256:
+    if target.exists() and sha256_file(target) == entry.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
@@ -153,7 +137,7 @@ def fetch(name: str, dest: str | Path | None = None, url_override: str | None = 
                 raise WeightsError(f"cannot download {name} from {url}: {err}; "
                                    f"download it elsewhere and pass --weights PATH") from None
         digest = sha256_file(tmp)
-        if entry.sha256 and digest != entry.sha256:
+        if digest != entry.sha256:
             raise WeightsError(f"{name}: downloaded file from {url} has sha256 {digest}, expected {entry.sha256} "
                                "(damaged or a different file); not kept")
         tmp.replace(target)
@@ -163,11 +147,11 @@ def fetch(name: str, dest: str | Path | None = None, url_override: str | None = 
 
 
 def verify(name: str, path: str | Path) -> Path:
-    """Check a weight file given by hand (``--weights PATH``) against the table's sha256."""
+    """Check a weight file against the sha256 its family declares."""
     path, entry = Path(path), get(name)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    if entry.sha256 and sha256_file(path) != entry.sha256:
+    if sha256_file(path) != entry.sha256:
         raise WeightsError(f"{path}: sha256 does not match the published {name} weights")
     return path
 

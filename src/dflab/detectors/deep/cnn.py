@@ -30,7 +30,8 @@ from torch import nn
 
 from dflab.detectors.base import as_training_set, require_both_classes
 from dflab.detectors.deep.pairs import pair_links, sample_triplets
-from dflab.detectors.deep.pretrained import ARCHITECTURES, CONVERTERS, load_converted, load_imagenet
+from dflab.detectors.deep.onnx_backend import bind_graph
+from dflab.detectors.deep.pretrained import ARCHITECTURES, ICPR, load_converted, load_imagenet
 from dflab.detectors.deep.torch_detector import TorchDetector
 from dflab.detectors.deep.training import train_binary, train_metric
 from dflab.detectors.registry import register
@@ -251,7 +252,9 @@ class CNNDetector(TorchDetector):
         # A saved model is rebuilt with pretrained=False; training always starts from the weights asked for.
         if not self.variant.endswith("st") or self.triplet_epochs <= 0 or self.freeze_backbone:
             return super().fit(train, valid=valid)
-        return self._fit_triplet_then_head(train, valid)
+        self._fit_triplet_then_head(train, valid)
+        bind_graph(self, saved=False)  # backend "onnx": exported now, never while scoring
+        return self
 
     def _fit_triplet_then_head(self, train, valid):
         """ICPR 2020 ST: triplet loss on the pooled features, then BatchNorm + Linear on frozen features."""
@@ -281,7 +284,7 @@ class CNNDetector(TorchDetector):
         history = train_binary(model, images, valid_set, head, device=device, parameters=model.head_parameters(),
                                fingerprint={**self.fingerprint(), "stage": "st-head"}, name=f"{self.name} head")
         self.training_ = {**history, "triplet": triplet}
-        self.model_, self.fitted_ = model, True
+        self.model_ = model
         return self
 
     def explanation_map(self, x: torch.Tensor, model: nn.Module) -> np.ndarray:
@@ -305,42 +308,31 @@ class PretrainedCNNDetector(CNNDetector):
                          device=device, workers=workers, weights=weights, weights_converter=weights_converter,
                          pretrained=True, augment=False)
 
-    def _weights_path(self) -> Path:
+    def _weights_path(self) -> Path | None:
+        """The checkpoint to load: ``weights``, else the published file where ``dflab weights fetch`` keeps it."""
         if self.weights:
             return Path(self.weights)
-        return weight_files.local_path(self.name)
+        return weight_files.find(self.name) if self.name in weight_files.WEIGHTS else None
 
-    def is_fitted(self) -> bool:
-        return self.fitted_ or self._weights_path().is_file()
-
-    def _check_fitted(self) -> None:
-        if not self.fitted_:
-            path = self._weights_path()
-            if not path.is_file():
-                raise weight_files.WeightsError(
-                    f"{self.name}: weights not found at {path}; run `dflab weights fetch {self.name}` "
-                    "or pass weights=PATH")
-            if not self.weights and self.name in weight_files.WEIGHTS:
-                # A fetched file is checked against the published hash; a file given by hand must
-                # only fit the network (the strict load below checks that).
-                weight_files.verify(self.name, path)
-            net = build_network(self.arch, self.variant)
-            load_converted(net, self.weights_converter, path)
-            self.model_, self.training_, self.fitted_ = net.eval(), {"weights": path.name}, True
+    def ready_to_load(self) -> bool:
+        path = self._weights_path()
+        return path is not None and path.is_file()
 
     def fit(self, train=None, *, valid=None):
-        self._check_fitted()
+        """Load the checkpoint; nothing is learnt from ``train``. A fetched file is checked against the
+        published hash; a file given by hand must only fit the network (the strict load checks that)."""
+        path = weight_files.require(self.name, self.weights)
+        net = build_network(self.arch, self.variant)
+        load_converted(net, self.weights_converter, path)
+        self.model_, self.training_ = net.eval(), {"weights": path.name}
         return self
 
 
 def _register_icpr() -> None:
-    for name, entry in weight_files.WEIGHTS.items():
-        if not entry.converter.startswith("icpr-"):
-            continue
-        arch, variant, _ = CONVERTERS[entry.converter]
-        register(name, family="pretrained", description=entry.description + " (needs `dflab weights fetch`)",
-                 arch=arch, variant=variant, input_size=224, weights_converter=entry.converter)(
-            PretrainedCNNDetector)
+    for name, checkpoint in ICPR.items():
+        register(name, family="pretrained", description=checkpoint.file.description + " (needs `dflab weights fetch`)",
+                 arch=checkpoint.arch, variant=checkpoint.variant, input_size=224,
+                 weights_converter=checkpoint.converter)(PretrainedCNNDetector)
 
 
 _register_icpr()

@@ -15,7 +15,6 @@ benchmarks/RESULTS.md and tests/test_mesonet.py.)
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,30 @@ from torch import nn
 from dflab.detectors.deep.tensors import UNIT_SCALE
 from dflab.detectors.deep.torch_detector import TorchDetector
 from dflab.detectors.registry import register
-from dflab.runtime.weights import WeightsError
+from dflab.runtime import weights as weight_files
+from dflab.runtime.weights import WeightFile, WeightsError
 
-#: Published weight files (in ../shared/weights/mesonet or $DFLAB_WEIGHTS[/mesonet]).
-PUBLISHED = {
-    "mesonet4-df": ("meso4", "Meso4_DF.h5", "Deepfake"),
-    "mesonet4-f2f": ("meso4", "Meso4_F2F.h5", "Face2Face"),
-    "mesoinception4-df": ("mesoinception4", "MesoInception_DF.h5", "Deepfake"),
-    "mesoinception4-f2f": ("mesoinception4", "MesoInception_F2F.h5", "Face2Face"),
-}
+_AUTHORS = "https://github.com/DariusAf/MesoNet/raw/master/weights"
+
+
+#: The authors' published Keras weights, by the name of the detector that runs them (kept in
+#: ``$DFLAB_WEIGHTS/mesonet``, default ``~/.cache/dflab/weights/mesonet``; ``dflab weights fetch NAME``).
+#: The hashes are those of the copies in ../shared/weights/mesonet (no internet here to compare with the
+#: live files).
+PUBLISHED: dict[str, tuple[str, str, WeightFile]] = {
+    name: (arch, method, WeightFile(name=name, url=f"{_AUTHORS}/{file}", sha256=digest, folder="mesonet", file=file,
+                            description=f"MesoNet {arch} (Afchar et al. 2018) trained on {method}, Keras HDF5",
+                            licence="Apache-2.0 (DariusAf/MesoNet)"))
+    for name, arch, file, method, digest in (
+        ("mesonet4-df", "meso4", "Meso4_DF.h5", "Deepfake",
+         "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5"),
+        ("mesonet4-f2f", "meso4", "Meso4_F2F.h5", "Face2Face",
+         "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7"),
+        ("mesoinception4-df", "mesoinception4", "MesoInception_DF.h5", "Deepfake",
+         "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa"),
+        ("mesoinception4-f2f", "mesoinception4", "MesoInception_F2F.h5", "Face2Face",
+         "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f"))}
+weight_files.declare(*(file for _, _, file in PUBLISHED.values()))
 
 
 BN_EPS = 1e-3
@@ -168,18 +182,6 @@ def keras_hidden_activation(path: str | Path) -> str:
     return "leaky_relu" if any(n.startswith("leaky_re_lu") for n in names) else "linear"
 
 
-def find_published_weights(filename: str) -> Path | None:
-    """The published file in $DFLAB_WEIGHTS[/mesonet] or ../shared/weights/mesonet (from the working
-    folder or from this project's checkout)."""
-    candidates = []
-    if os.environ.get("DFLAB_WEIGHTS"):
-        root = Path(os.environ["DFLAB_WEIGHTS"]).expanduser()
-        candidates += [root / "mesonet" / filename, root / filename]
-    candidates += [Path.cwd().parent / "shared" / "weights" / "mesonet" / filename,
-                   Path(__file__).resolve().parents[3].parent / "shared" / "weights" / "mesonet" / filename]
-    return next((path for path in candidates if path.is_file()), None)
-
-
 @dataclass(eq=False, repr=False)  # parameters as fields: scikit-learn reads them from __init__
 @register("meso4", family="deep", description="Meso4 (Afchar et al. 2018) trained from scratch, 256x256 in [0,1]",
           arch="meso4")
@@ -253,32 +255,25 @@ class PublishedMesoNet(MesoNetDetector):
     def _weights_path(self) -> Path | None:
         if self.weights:
             return Path(self.weights)
-        return find_published_weights(PUBLISHED[self.name][1]) if self.name in PUBLISHED else None
+        return weight_files.find(self.name) if self.name in PUBLISHED else None
 
-    def is_fitted(self) -> bool:
+    def ready_to_load(self) -> bool:
         path = self._weights_path()
-        return self.fitted_ or (path is not None and path.is_file())
+        return path is not None and path.is_file()
 
-    def _check_fitted(self) -> None:
-        if self.fitted_:
-            return
-        path = self._weights_path()
-        if path is None or not path.is_file():
-            wanted = PUBLISHED.get(self.name, ("", "the .h5 file", ""))[1]
-            raise WeightsError(f"{self.name}: {wanted} not found in $DFLAB_WEIGHTS or ../shared/weights/mesonet; "
-                               "pass weights=PATH")
+    def fit(self, train=None, *, valid=None):
+        """Load the published weights (a file found in $DFLAB_WEIGHTS is checked against its sha256);
+        nothing is learnt from ``train``."""
+        path = weight_files.require(self.name, self.weights)
         activation = keras_hidden_activation(path) if self.hidden_activation == "auto" else self.hidden_activation
         net = MesoNet(inception=self.arch == "mesoinception4", input_size=self.input_size,
                       hidden_activation=activation)
         load_keras_h5(net, path)
-        self.model_, self.training_, self.fitted_ = net.eval(), {"weights": path.name}, True
-
-    def fit(self, train=None, *, valid=None):
-        self._check_fitted()
+        self.model_, self.training_ = net.eval(), {"weights": path.name}
         return self
 
 
-for _name, (_arch, _file, _method) in PUBLISHED.items():
+for _name, (_arch, _method, _file) in PUBLISHED.items():
     register(_name, family="pretrained", arch=_arch,
-             description=f"{_arch} with the authors' published {_method} weights ({_file}); no training")(
+             description=f"{_arch} with the authors' published {_method} weights ({_file.filename}); no training")(
         PublishedMesoNet)

@@ -10,9 +10,11 @@ callable that maps a normalised batch to logits; every command (``predict``, ``e
 ``serve``) scores through that method, so none needs code of its own. Backends:
 
 * ``auto`` (default): onnxruntime when the model holds an exported graph and runs on the CPU,
-  else PyTorch; the front ends (``predict``, ``evaluate``, ``serve``) first give a CNN model that holds
-  no graph one from the user cache, exported there on first use (:func:`attach_cached_graph`);
-* ``onnx``: onnxruntime always (on the CPU); a model without a graph is exported when first scored;
+  else PyTorch; the front ends (``predict``, ``evaluate``, ``serve``) first give the shipped ready
+  detector, which holds no graph, one from the user cache, exported there on first use
+  (:func:`attach_cached_graph`);
+* ``onnx``: onnxruntime always (on the CPU); a model without a graph is exported when the backend or
+  the network is set (:func:`bind_graph`: at ``fit``, load and ``set_params``), never while scoring;
 * ``torch``: PyTorch always.
 
 A graph inside a model folder is one of the model's files: listed in ``config.json`` with its
@@ -67,10 +69,12 @@ class OnnxBackend:
     (N, 3, H, W) -> logits (N, 1) as a torch tensor.
 
     ``network`` is the PyTorch network the graph was exported from: the graph stands for that network
-    only (a detector trained again gets a new network, and its old graph is then no longer used)."""
+    only (a detector trained again gets a new network, and its old graph is then no longer used).
+    ``saved``: whether saving the detector writes the graph with the model (not for one exported at
+    ``fit``: a model trained to run with onnxruntime is saved as one trained for PyTorch is)."""
 
-    def __init__(self, graph: bytes, network: nn.Module, *, where: str | Path = "<onnx graph>"):
-        self.graph, self.network, self.where = graph, network, str(where)
+    def __init__(self, graph: bytes, network: nn.Module, *, where: str | Path = "<onnx graph>", saved: bool = True):
+        self.graph, self.network, self.where, self.saved = graph, network, str(where), saved
         self._session = None
 
     @property
@@ -119,21 +123,35 @@ def check_backend(backend: str) -> str:
 
 
 def scoring_network(detector, model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What scores a normalised batch for ``detector``: its PyTorch ``model`` or an :class:`OnnxBackend`
-    of it, by the detector's ``backend`` setting (see the module docstring)."""
+    """What scores a normalised batch for ``detector``: its PyTorch ``model`` or its :class:`OnnxBackend`,
+    by the detector's ``backend`` setting (see the module docstring). Only reads the detector: a graph
+    is exported beforehand, when the network or the backend is set (:func:`bind_graph`)."""
     backend = check_backend(detector.backend)
     held = detector.onnx_
     if held is not None and held.network is not detector.model_:
-        held = detector.onnx_ = None  # trained again since: the graph was of the old network
+        held = None  # trained again since: the graph was of the old network
     if backend == "torch" or (backend == "auto" and (held is None or device.type != "cpu")):
         return model
     if held is None:
-        started = time.perf_counter()
-        detector.onnx_ = held = OnnxBackend(export_graph(detector.model_, int(detector.input_size)),
-                                            detector.model_, where=f"{detector.name} (exported)")
-        info(f"{detector.name}: exported to ONNX for onnxruntime in {time.perf_counter() - started:.0f} s "
-             f"(`dflab export MODEL --onnx MODEL/{GRAPH_FILE}` keeps the graph with the model)")
+        raise ValueError(f"{detector.name}: backend 'onnx' but no ONNX graph of its network "
+                         "(set_params(backend='onnx') exports one)")
     return held
+
+
+def bind_graph(detector, *, saved: bool = True) -> None:
+    """With backend "onnx", export the detector's network for onnxruntime now, unless it holds a graph of
+    that very network: called where the network or the backend is set (fit, load, set_params), so that
+    scoring never exports. ``saved``: see :class:`OnnxBackend`."""
+    if check_backend(detector.backend) != "onnx" or detector.model_ is None:
+        return
+    held = detector.onnx_
+    if held is not None and held.network is detector.model_:
+        return
+    started = time.perf_counter()
+    detector.onnx_ = OnnxBackend(export_graph(detector.model_, int(detector.input_size)), detector.model_,
+                                 where=f"{detector.name} (exported)", saved=saved)
+    info(f"{detector.name}: exported to ONNX for onnxruntime in {time.perf_counter() - started:.0f} s "
+         f"(`dflab export MODEL --onnx MODEL/{GRAPH_FILE}` keeps the graph with the model)")
 
 
 def graph_from_state(state: dict, network: nn.Module, where) -> OnnxBackend | None:
@@ -231,5 +249,5 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
                                         "opset": OPSET})
         info(f"{network_detector.name}: exported to ONNX for onnxruntime in {time.perf_counter() - started:.0f} s, "
              f"once: kept in {folder}")
-    network_detector.onnx_ = OnnxBackend(graph, network_detector.model_, where=graph_path)
+    network_detector.onnx_ = OnnxBackend(graph, network_detector.model_, where=graph_path, saved=False)
     return network_detector.onnx_

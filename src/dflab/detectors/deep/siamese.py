@@ -207,7 +207,7 @@ class SiameseDetector(TorchDetector):
             finetune = self.train_settings(lr=self.finetune_lr)
             training["finetune"] = train_binary(net, images, valid_set, finetune, device=device,
                                                 fingerprint=self.fingerprint(), name=f"{self.name} fine-tune")
-        self.model_, self.training_, self.fitted_ = net.eval(), training, True
+        self.model_, self.training_ = net.eval(), training
         return self
 
     # -- scoring --------------------------------------------------------------------------------

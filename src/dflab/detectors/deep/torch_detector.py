@@ -14,7 +14,7 @@ from torch import nn
 from dflab.augment.sbi import sbi_grid
 from dflab.augment.training import PRESETS as AUGMENTATIONS
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
-from dflab.detectors.deep.onnx_backend import GRAPH_FILE, graph_from_state, scoring_network
+from dflab.detectors.deep.onnx_backend import GRAPH_FILE, bind_graph, graph_from_state, scoring_network
 from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, mirror_averaged, numpy_to_model,
                                           predict_outputs, ready_for_inference, resize_square, resolve_device,
                                           state_to_numpy, to_tensor)
@@ -183,7 +183,15 @@ class TorchDetector(Detector):
                                       device=device, parameters=self.trainable_parameters(model),
                                       fingerprint=self.fingerprint(), name=self.name)
         self.model_ = model
-        self.fitted_ = True
+        bind_graph(self, saved=False)  # backend "onnx": exported now, never while scoring
+        return self
+
+    def set_params(self, **params) -> "TorchDetector":
+        """Set parameters; a trained network set to run with backend "onnx" is exported here, so that
+        scoring never exports (:func:`~dflab.detectors.deep.onnx_backend.bind_graph`)."""
+        super().set_params(**params)
+        if "backend" in params:
+            bind_graph(self)
         return self
 
     def predict_proba(self, images, *, on_error: str = "raise") -> np.ndarray:
@@ -235,7 +243,7 @@ class TorchDetector(Detector):
     def _get_state(self) -> dict[str, Any]:
         state = {**state_to_numpy(self.model_, prefix="model."), "training": self.training_}
         graph = self.onnx_
-        if graph is not None and graph.network is self.model_:  # an exported graph of this very network
+        if graph is not None and graph.network is self.model_ and graph.saved:  # a graph of this very network
             state[GRAPH_FILE] = graph.graph
         return state
 
@@ -246,3 +254,4 @@ class TorchDetector(Detector):
         self.model_ = model
         self.training_ = state.get("training", {})
         self.onnx_ = graph_from_state(state, model, self.name)
+        bind_graph(self)

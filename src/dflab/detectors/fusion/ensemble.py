@@ -107,14 +107,14 @@ class EnsembleDetector(Detector):
         members = []
         for spec in specs:
             if isinstance(spec, Detector):
-                member = spec if spec.is_fitted() else clone(spec).fit(self._require(train, spec.name), valid=valid)
+                member = spec if spec.is_fitted() else clone(spec).fit(self._require(train, spec), valid=valid)
             elif isinstance(spec, (str, os.PathLike)):
                 member = self._load_member(spec)
             elif isinstance(spec, dict) and "detector" in spec:
                 params = dict(spec.get("params") or {})
                 cls = get(spec["detector"]).cls
                 member = create(spec["detector"], **{**self._runtime_for(cls), **params})
-                member.fit(self._require(train, spec["detector"]), valid=valid)
+                member.fit(self._require(train, member), valid=valid)
             else:
                 raise ValueError(f"ensemble: a member must be a saved model path, a detector, or "
                                  f"{{'detector': name, 'params': {{...}}}}; got {spec!r}")
@@ -122,9 +122,11 @@ class EnsembleDetector(Detector):
         return members
 
     @staticmethod
-    def _require(train, name: str):
-        if train is None:
-            raise ValueError(f"ensemble: member {name} is not trained and no training data was given")
+    def _require(train, member: Detector):
+        """The training data for ``member``'s ``fit``; one that learns nothing from data (published
+        weights, a shipped model) loads its model without any."""
+        if train is None and member.trainable:
+            raise ValueError(f"ensemble: member {member.name} is not trained and no training data was given")
         return train
 
     @staticmethod
@@ -182,7 +184,6 @@ class EnsembleDetector(Detector):
                 warn("ensemble: no validation data; stacking/calibration fitted on the training data "
                      "(optimistic for members trained on it)")
             sources, labels, _ = as_training_set(data)
-            self.fitted_ = True  # members are ready: score the development data with them
             probs = self.member_probabilities(sources, on_error="nan").to_numpy()
             self.fit_info_ = {"fitted_on": "valid" if valid is not None else "train", "n_samples": int(len(labels))}
             if self.method == "stacking":
@@ -190,7 +191,6 @@ class EnsembleDetector(Detector):
             if self.calibration in CALIBRATION_METHODS:
                 fused = self._fuse(probs)
                 self.calibrator_ = fit_calibrator(fused, labels, method=self.calibration)
-        self.fitted_ = True
         return self
 
     def _fit_stacking(self, probs: np.ndarray, labels: np.ndarray) -> None:

@@ -423,7 +423,6 @@ class BlockDCTDetector(Detector):
         self.classifier_ = model
         self.selection_ = {**selection, "training_blocks": int(len(chosen)),
                            "skin_blocks": int(skin.sum()), "all_blocks": int(len(blocks))}
-        self.fitted_ = True
         return self
 
     # -- scoring ------------------------------------------------------------------------------

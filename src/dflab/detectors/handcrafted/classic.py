@@ -107,7 +107,6 @@ class FeatureClassifierDetector(Detector):
             x_valid, y_valid = x_valid[keep], y_valid[keep]
         self.classifier_, self.selection_ = fit_classifier(self.classifier, self.seed, x[ok], labels[ok],
                                                            x_valid, y_valid)
-        self.fitted_ = True
         return self
 
     def predict_proba(self, images, *, on_error: str = "raise") -> np.ndarray:

@@ -193,11 +193,11 @@ class IdentityReferenceDetector(Detector):
             reference_sources, reference_videos = reference_images(self.references), set()
         else:
             reference_sources, reference_videos = self._references_from_fakes(sources, labels, videos)
-        self.set_references(reference_sources, calibrate=False)
         calibration = np.asarray([v not in reference_videos for v in videos])
         if len(np.unique(labels[calibration])) < 2:
             raise TrainingDataError(f"{self.name}: no real and fake images left to calibrate on after taking the "
                                     "references' videos out (give more fake videos or a references folder)")
+        self.set_references(reference_sources, calibrate=False)
         templates = self.templates([s for s, keep in zip(sources, calibration) if keep], on_error="nan",
                                    description=f"{self.name}: calibration faces")
         similarity = self.identity_similarity(templates)
@@ -214,7 +214,6 @@ class IdentityReferenceDetector(Detector):
             coef, intercept = 0.0, float(np.log(rate / (1 - rate)))
         self.calibration_ = {"kind": "logistic", "coef": coef, "intercept": intercept, "n_calibration": int(ok.sum())}
         info(f"{self.name}: {len(reference_sources)} references, calibration on {int(ok.sum())} images")
-        self.fitted_ = True
         return self
 
     def _references_from_fakes(self, sources, labels, videos) -> tuple[list, set]:
@@ -254,7 +253,6 @@ class IdentityReferenceDetector(Detector):
             groups = [str(Path(s).parent) if not isinstance(s, np.ndarray) else str(i)
                       for i, (s, t) in enumerate(zip(sources, templates)) if t is not None]
             self.calibration_ = {"kind": "references", "similarities": self._leave_one_out(usable, groups)}
-            self.fitted_ = True
         return self
 
     def _centre_transform(self) -> int:
