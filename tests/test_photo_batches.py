@@ -23,7 +23,6 @@ def scorer():
 
     detector = create("efficientnet-lite0", pretrained=True, device="cpu")
     detector.model_ = detector.build_model(pretrained=True).eval()
-    detector.fitted_ = True
     detector.model_info_ = {"thresholds": {"frame": 0.5}, "framing": {"scale": 1.3, "shift_y": 0.0}}
     return detector
 
