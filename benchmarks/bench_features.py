@@ -1,6 +1,6 @@
 """Throughput of the handcrafted feature extractors against the codec work each cannot avoid, and their memory.
 
-Each extractor is compared with its own limit, run the same way (``dflab.media.extraction.extract``
+Each extractor is compared with its own limit, run the same way (``dflab.media.feature_extraction.extract``
 over the same files, the same worker processes, the same chunks, the feature cache off), with only
 the codec work in it:
 
@@ -39,7 +39,7 @@ import numpy as np
 from dflab.detectors.handcrafted.block_dct import BlockDCTFeatures
 from dflab.detectors.handcrafted.ela import ELA_ENCODER, ELAFeatures
 from dflab.detectors.handcrafted.spectrum import SpectrumFeatures
-from dflab.media import extraction as features
+from dflab.media import feature_extraction as features
 from dflab.media.images import jpeg_round_trip
 from dflab.runtime.memory import keep_freed_memory
 

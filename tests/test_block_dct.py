@@ -255,7 +255,7 @@ def test_unknown_options_are_refused(generated):
 def test_lab_runs_block_dct_end_to_end(tmp_path):
     from dflab.lab.config import LabConfig
     from dflab.lab.protocol import run_lab
-    from dflab.data.synthetic.lab import make_lab
+    from dflab.data.synthetic.demo_lab import make_lab
 
     make_lab(tmp_path / "data", n_videos_dev=6, n_videos_eval=4, frames_per_video=2, size=64, n_t23_dev=8,
              n_t23_eval=8, seed=4)

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from dflab.data.synthetic.lab import make_lab
+from dflab.data.synthetic.demo_lab import make_lab
 
 
 def dflab(*args, cwd=None):

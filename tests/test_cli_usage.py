@@ -75,7 +75,7 @@ def test_file_names_are_not_markup(tmp_path):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from dflab.data.synthetic.lab import make_lab
+    from dflab.data.synthetic.demo_lab import make_lab
 
     root = tmp_path_factory.mktemp("usage-lab")
     make_lab(root, n_videos_dev=2, n_videos_eval=2, frames_per_video=1, size=48, n_t23_dev=2, n_t23_eval=2, seed=2)

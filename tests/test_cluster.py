@@ -22,7 +22,7 @@ pytest.importorskip("distributed")
 from dflab.data.synthetic.faces import make_face  # noqa: E402
 from dflab.detectors import create  # noqa: E402
 from dflab.faces.detection import Face, FaceDetector  # noqa: E402
-from dflab.faces.extraction import extract_faces, read_sources  # noqa: E402
+from dflab.faces.crops import extract_faces, read_sources  # noqa: E402
 from dflab.inference.distributed import predict_on_cluster, scorer_loader  # noqa: E402
 from dflab.inference import predict  # noqa: E402
 from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions  # noqa: E402

@@ -356,7 +356,7 @@ def test_extension_constants() -> None:
 def test_every_stage_takes_the_same_files(tmp_path):
     """One list of formats: the files `dflab faces extract` takes from a folder are those `dflab predict`
     and `data.scan` take (an .m4v was extracted but skipped by the other two before)."""
-    from dflab.faces.extraction import expand_sources
+    from dflab.faces.crops import expand_sources
     from dflab.media.formats import media_files
 
     names = ["a.m4v", "b.mp4", "c.png", "d.JPG", "e.txt", "f.webm"]

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from dflab.detectors import create, load_detector
 from dflab.detectors.handcrafted.ela import ela_image, ela_map
 from dflab.detectors.deep.ela_cnn import ELADataset, ela_input
-from dflab.augment.training import Augmentation
+from dflab.augment.policy import Augmentation
 from dflab.detectors.deep.tensors import resize_square
 
 from .conftest import shared_task1_subsample

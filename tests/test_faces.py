@@ -13,7 +13,7 @@ from PIL import Image
 
 from dflab.faces.detection import Face, FaceDetector, box_iou, weighted_nms
 from dflab.faces.geometry import crop_face, crop_region
-from dflab.faces.extraction import extract_faces, read_sources
+from dflab.faces.crops import extract_faces, read_sources
 from dflab.faces.finder import get_face_detector
 from dflab.faces.tracking import select_faces, track_faces
 from dflab.media.video import sample_frames

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dflab.data.synthetic.lab import make_lab
+from dflab.data.synthetic.demo_lab import make_lab
 
 DFLAB = Path(sys.executable).with_name("dflab")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dflab.media import extraction as features
+from dflab.media import feature_extraction as features
 from dflab.detectors.handcrafted.block_dct import BlockDCTFeatures
 from dflab.detectors.handcrafted.ela import ELAFeatures
 from dflab.detectors.handcrafted.spectrum import SpectrumFeatures

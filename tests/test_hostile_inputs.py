@@ -92,7 +92,7 @@ def corpus(tmp_path_factory):
         with open(os.path.join(os.fsencode(names), raw), "wb") as handle:
             handle.write(good_jpeg)
 
-    from dflab.data.synthetic.lab import make_lab
+    from dflab.data.synthetic.demo_lab import make_lab
 
     make_lab(root / "lab", n_videos_dev=3, n_videos_eval=2, frames_per_video=2, size=48, n_t23_dev=4,
              n_t23_eval=4, seed=4)

@@ -10,7 +10,7 @@ import pytest
 
 from dflab.lab.config import LabConfig
 from dflab.lab.protocol import run_lab
-from dflab.data.synthetic.lab import make_lab
+from dflab.data.synthetic.demo_lab import make_lab
 
 from .conftest import require_shared
 

@@ -133,7 +133,7 @@ def test_predict_with_no_flags_on_a_crop_a_frame_and_a_clip(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_without_a_model_uses_the_ready_detector(tmp_path):
-    from dflab.data.synthetic.lab import make_lab
+    from dflab.data.synthetic.demo_lab import make_lab
 
     make_lab(tmp_path / "lab", n_videos_dev=2, n_videos_eval=2, frames_per_video=2, size=64, n_t23_dev=2,
              n_t23_eval=4, seed=1)

@@ -377,7 +377,7 @@ def test_network_batches_are_even_sizes_at_most_sixteen_with_each_crop_scored_on
 
 def test_warm_up_runs_every_batch_size_and_sets_the_memory_ceiling(scorer):
     from dflab.serve.memory import MEMORY_SLACK
-    from dflab.serve.scoring import Scoring
+    from dflab.serve.queue import Scoring
 
     recorder = Recorder()
     recorder.face_framing = scorer.face_framing

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from skimage import data as skimage_data
 
-import dflab.augment.training as training
+import dflab.augment.policy as training
 import dflab.detectors.deep.torch_detector as torch_detector
-from dflab.augment.training import PRESETS, Augmentation
+from dflab.augment.policy import PRESETS, Augmentation
 from dflab.detectors import create
 from dflab.detectors.ready import ready_model_dir
 from dflab.media.video import h264_round_trip

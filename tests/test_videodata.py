@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import dflab.faces.extraction
+import dflab.faces.crops
 from dflab.data.layouts import scan
 from dflab.faces.detection import Face, FaceDetector
 from dflab.lab.config import LabConfig
@@ -183,7 +183,7 @@ def test_lab_on_ffpp_videos_reports_video_level_metrics(tmp_path: Path, monkeypa
 
     # Count the frames the face detector sees, to check that a second run extracts nothing.
     seen = []
-    real_get = dflab.faces.extraction.get_face_detector
+    real_get = dflab.faces.crops.get_face_detector
 
     class Counting(FaceDetector):
         def __init__(self, inner):
@@ -196,7 +196,7 @@ def test_lab_on_ffpp_videos_reports_video_level_metrics(tmp_path: Path, monkeypa
             seen.append(len(images))
             return self.inner.detect_batch(images)
 
-    monkeypatch.setattr(dflab.faces.extraction, "get_face_detector", lambda d="mtcnn", **o: Counting(real_get(d, **o)))
+    monkeypatch.setattr(dflab.faces.crops, "get_face_detector", lambda d="mtcnn", **o: Counting(real_get(d, **o)))
 
     out = tmp_path / "lab"
     config = LabConfig(task1=root, task23=None, detectors=["ela-logreg"], out=out, n_boot=20,

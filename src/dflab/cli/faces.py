@@ -30,7 +30,7 @@ def faces_extract(
 ) -> None:
     """Detect and crop faces; write a manifest row per crop and a status per source."""
     from dflab.faces.distributed import face_detector_loader
-    from dflab.faces.extraction import extract_faces, read_sources
+    from dflab.faces.crops import extract_faces, read_sources
 
     set_quiet(quiet)
     for source in sources:

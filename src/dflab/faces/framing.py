@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dflab.media.extraction import extract
+from dflab.media.feature_extraction import extract
 from dflab.media.images import ImageLike
 
 #: Layout of one located face: found flag, box (x0, y0, x1, y1), score, 5 landmarks (x, y).
@@ -30,7 +30,7 @@ _N_VALUES = 1 + 4 + 1 + 10
 
 @dataclass(frozen=True)
 class FaceLocator:
-    """Extractor (see :mod:`dflab.media.extraction`): the largest face of an image as a flat float32 array.
+    """Extractor (see :mod:`dflab.media.feature_extraction`): the largest face of an image as a flat float32 array.
 
     ``min_face_size`` 80: the faces of face crops are large, and MTCNN's finer pyramid levels for
     smaller faces cost about 5x the time on 256 px crops (measured on Task_1)."""

@@ -18,7 +18,7 @@ import pandas as pd
 
 from dflab.data.files import is_video_file
 from dflab.faces.detection import FaceDetector
-from dflab.faces.extraction import extract_faces
+from dflab.faces.crops import extract_faces
 
 #: One row per video of the manifest: how its face extraction went.
 STATUS_COLUMNS = ["path", "video", "label", "split", "dataset", "status", "reason", "frames",

@@ -74,7 +74,7 @@ def _cached_graph(scorer) -> None:
     had (no exporter, an unwritable cache), PyTorch scores as before, with a warning."""
     from dflab.detectors.deep.onnx_backend import attach_cached_graph
     from dflab.detectors.deep.tensors import resolve_device
-    from dflab.media.extraction import default_cache_dir
+    from dflab.runtime.files import default_cache_dir
     from dflab.runtime.messages import one_line
     from dflab.runtime.progress import warn
 

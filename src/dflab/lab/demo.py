@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from dflab.data.synthetic.lab import make_lab
+from dflab.data.synthetic.demo_lab import make_lab
 from dflab.lab.config import LabConfig
 from dflab.lab.protocol import run_lab
 from dflab.runtime.progress import info

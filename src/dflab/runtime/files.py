@@ -57,3 +57,12 @@ def append_csv(path: str | os.PathLike, rows) -> None:
         rows.to_csv(handle, header=header, index=False)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def default_cache_dir() -> Path:
+    """``$DFLAB_CACHE`` or ``~/.cache/dflab`` (XDG)."""
+    env = os.environ.get("DFLAB_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dflab"

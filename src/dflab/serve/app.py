@@ -3,7 +3,7 @@
 Every upload is a job: the file is streamed into a private temporary folder (mode 0700) with the size
 limit enforced while it arrives (and a body that stalls refused with 408), its content is sniffed
 (magic bytes, never the file name), images are checked against the loader's pixel limit and videos
-against the duration / frame limits, then the worker (:mod:`dflab.serve.scoring`, on the main thread
+against the duration / frame limits, then the worker (:mod:`dflab.serve.queue`, on the main thread
 under ``dflab serve``) scores jobs in order with the prediction function of ``dflab predict``
 (:func:`dflab.inference.predict.predict_files`; photos queued together in one batch, each answered as
 alone) while the event loop keeps serving. The answer is
@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dflab.metrics.core import Aggregation
 from dflab.runtime.messages import one_line
 from dflab.serve.docs import api_docs_html
-from dflab.serve.scoring import JOB_TTL_S, Job, Scoring
+from dflab.serve.queue import JOB_TTL_S, Job, Scoring
 from dflab.serve.receive import UPLOAD_DEADLINE_S, UPLOAD_IDLE_S, receive_upload
 from dflab.serve.uploads import MB, UploadRefused, check_media
 

@@ -191,7 +191,7 @@ class CNNDetector(TorchDetector):
     box (:mod:`dflab.faces.framing`); None uses images as given. ``self_blend``: "only" trains on real
     images and their self-blended pseudo-fakes (:mod:`dflab.augment.sbi`; masks from the MTCNN landmarks),
     "mix" adds the real fakes, "off" (default) trains on the data as labelled. ``augment_preset``:
-    "standard" or "shortcut" (:data:`dflab.augment.training.PRESETS`: wider rescaling and H.264
+    "standard" or "shortcut" (:data:`dflab.augment.policy.PRESETS`: wider rescaling and H.264
     re-encoding, for real and fake faces alike). ``sbi_mask``: "landmarks" (MTCNN's, found on every
     training image) or "ellipse" (fitted to an aligned face crop, no face detection). ``test_flip``: score
     each image as the mean logit of the image and its mirror (twice the scoring time). ``logit_scale``,

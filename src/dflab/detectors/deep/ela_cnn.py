@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dflab.augment.training import Augmentation
+from dflab.augment.policy import Augmentation
 from dflab.detectors.deep.tensors import IMAGENET_MEAN, IMAGENET_STD, UNIT_SCALE, ImageDataset, resize_square, to_tensor
 from dflab.detectors.deep.torch_detector import TorchDetector, grad_cam
 from dflab.detectors.registry import register

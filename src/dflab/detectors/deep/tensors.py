@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dflab.augment.sbi import self_blend
-from dflab.augment.training import Augmentation
+from dflab.augment.policy import Augmentation
 from dflab.faces.framing import reframe
 from dflab.media.images import ImageError, ImageLike, load_image
 from dflab.runtime.progress import progress_bar

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dflab.augment.sbi import sbi_grid
-from dflab.augment.training import PRESETS as AUGMENTATIONS
+from dflab.augment.policy import PRESETS as AUGMENTATIONS
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 from dflab.detectors.deep.onnx_backend import GRAPH_FILE, bind_graph, graph_from_state, scoring_network
 from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, mirror_averaged, numpy_to_model,

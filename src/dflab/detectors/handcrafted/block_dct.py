@@ -25,7 +25,7 @@ histograms; block skin fractions from the mask's integral image. The products ru
 in float32, OpenBLAS's AVX2 and AVX-512 kernels round them differently, and the same lab gave
 Task 1 AUCs 0.016 apart on two machines. The extractor returns one
 ``(n_blocks, n_features + 1)`` float32 array per image whose last column is the block's skin
-fraction, so the per-file feature cache of :mod:`dflab.media.extraction` stores it as is.
+fraction, so the per-file feature cache of :mod:`dflab.media.feature_extraction` stores it as is.
 
 Images smaller than one block are upscaled (bilinear, aspect ratio kept) until both sides reach one
 block, with a warning; pixels right of / below the last whole block are not scored (at most
@@ -46,7 +46,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 from dflab.detectors.handcrafted.classic import CLASSIFIERS, choose_by_validation_auc, make_classifier
 from dflab.detectors.registry import register
-from dflab.media import extraction as features
+from dflab.media import feature_extraction as features
 from dflab.media.ela import ela_map
 from dflab.media.images import ImageError, ImageLike, load_image, source_name
 from dflab.runtime.progress import warn

@@ -1,7 +1,7 @@
 """Shared machinery for handcrafted-feature detectors: an extractor + a scikit-learn classifier.
 
 Subclasses only say how to build their extractor (:meth:`FeatureClassifierDetector.make_extractor`).
-Features run through :mod:`dflab.media.extraction` (parallel workers, per-file cache, bad files skipped);
+Features run through :mod:`dflab.media.feature_extraction` (parallel workers, per-file cache, bad files skipped);
 the classifier is a scikit-learn pipeline saved with skops. When a validation set is given, the
 classifier's main hyper-parameter is chosen on it (by AUC), never on evaluation data.
 """
@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
-from dflab.media import extraction as features
+from dflab.media import feature_extraction as features
 from dflab.runtime.progress import warn
 
 #: classifier name -> (builder(seed, value), candidate values tried on validation data).

@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from dflab.runtime.files import default_cache_dir
 from dflab.media.images import ImageError, ImageLike, as_rgb_array, decode_image, read_image_bytes, source_name
 from dflab.runtime.memory import is_keeping_freed_memory, keep_freed_memory
 from dflab.runtime.progress import progress_bar
@@ -39,15 +40,6 @@ class Extractor(Protocol):
     def __call__(self, image: np.ndarray) -> np.ndarray: ...
 
     def cache_key(self) -> str: ...
-
-
-def default_cache_dir() -> Path:
-    """``$DFLAB_CACHE`` or ``~/.cache/dflab`` (XDG)."""
-    env = os.environ.get("DFLAB_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dflab"
 
 
 def default_workers() -> int:
@@ -154,7 +146,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         # calling this with workers > 1 needs the ``if __name__ == "__main__":`` guard.
         if "forkserver" in mp.get_all_start_methods():
             context = mp.get_context("forkserver")
-            context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "dflab.media.extraction", "dflab.detectors.handcrafted.classic"])
+            context.set_forkserver_preload(["numpy", "cv2", "PIL.Image", "dflab.media.feature_extraction", "dflab.detectors.handcrafted.classic"])
         else:
             context = mp.get_context("spawn")
         pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context,
