@@ -19,7 +19,8 @@ from sklearn.metrics import roc_auc_score
 from dflab.detectors import create, load_detector
 from dflab.media.jpeg_forensics import (DOUBLE_JPEG_THRESHOLD, IJG_CHROMINANCE, IJG_LUMINANCE, histogram_periodicity,
                                         ijg_table, quality_estimate, quantised_luma_coefficients)
-from dflab.media.metadata import FEATURE_NAMES, InspectionError, inspect_file, metadata_vector
+from dflab.detectors.handcrafted.metadata import FEATURE_NAMES, metadata_vector
+from dflab.media.metadata import InspectionError, inspect_file
 
 from .conftest import require_shared
 from .test_video import make_video

@@ -269,39 +269,6 @@ def inspect_file(path: str | Path, *, c2pa: bool = True) -> dict[str, Any]:
     return report
 
 
-#: The numbers of :func:`metadata_vector`, in order; -1 where a field does not apply.
-FEATURE_NAMES = (
-    "is_jpeg", "is_png", "bits_per_pixel", "width", "height", "exif_fields", "has_camera", "has_software",
-    "has_date", "has_thumbnail", "thumbnail_matches", "has_xmp", "has_icc", "jpeg_quality", "jpeg_ijg_exact",
-    "jpeg_fit_error", "jpeg_mean_luma_step", "jpeg_progressive", "jpeg_chroma_subsampled", "double_jpeg_score",
-    "c2pa_present")
-
-
-def metadata_vector(report: dict[str, Any]) -> np.ndarray:
-    """An image inspection as the numbers of :data:`FEATURE_NAMES` (float64)."""
-    exif, jpeg = report.get("exif", {}), report.get("jpeg")
-    thumbnail = report.get("thumbnail", {})
-    width, height = report.get("width", 0), report.get("height", 0)
-    double = (jpeg or {}).get("double_compression", {}).get("score")
-    values = {
-        "is_jpeg": report.get("format") == "JPEG", "is_png": report.get("format") == "PNG",
-        "bits_per_pixel": 8.0 * report["file_bytes"] / max(1, width * height), "width": width, "height": height,
-        "exif_fields": len(exif), "has_camera": "Make" in exif or "Model" in exif, "has_software": "Software" in exif,
-        "has_date": any(k in exif for k in ("DateTime", "DateTimeOriginal")),
-        "has_thumbnail": thumbnail.get("present", False),
-        "thumbnail_matches": -1 if not thumbnail.get("present") else bool(thumbnail.get("matches")),
-        "has_xmp": bool(report.get("xmp")), "has_icc": report.get("icc_profile", False),
-        "jpeg_quality": jpeg["estimated_quality"] if jpeg else -1,
-        "jpeg_ijg_exact": jpeg["ijg_exact"] if jpeg else -1, "jpeg_fit_error": jpeg["fit_error"] if jpeg else -1,
-        "jpeg_mean_luma_step": float(np.mean(jpeg["luminance_table"])) if jpeg else -1,
-        "jpeg_progressive": jpeg["progressive"] if jpeg else -1,
-        "jpeg_chroma_subsampled": (jpeg["subsampling"] != "4:4:4") if jpeg else -1,
-        "double_jpeg_score": double if double is not None else -1,
-        "c2pa_present": report.get("c2pa", {}).get("status", "none") not in ("none", "unsupported"),
-    }
-    return np.array([float(values[name]) for name in FEATURE_NAMES])
-
-
 def inspect_target(target: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Inspect a file, or every image/video file under a folder: (reports, one-line errors of the
     files that could not be inspected). A single file that fails raises :class:`InspectionError`."""
