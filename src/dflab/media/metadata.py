@@ -19,8 +19,7 @@ rate, duration, the encoder tags (``encoder``, ``handler_name``, ``creation_time
 
 For both: C2PA content credentials, read and verified with ``c2pa-python`` ("none" when absent).
 
-:func:`metadata_vector` turns an inspection into numbers (:data:`FEATURE_NAMES`) for the
-``metadata-gb`` detector.
+The ``metadata-gb`` detector (:mod:`dflab.detectors.handcrafted.metadata`) turns an inspection into numbers.
 """
 
 from __future__ import annotations
