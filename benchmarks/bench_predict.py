@@ -6,7 +6,7 @@
 * ``crops``: ``dflab predict FOLDER`` on Task_2_3/evaluation face crops (224 px JPEGs), images/s
   with the command's start-up (measured on one image in the same round) taken out, against the bare
   onnxruntime forward of the same network on the same faces already cropped, resized and normalised
-  (both mirror views, batches of 16): the network limit. Target: >= 0.6x the limit.
+  (batches of 16; both mirror views when the model averages them): the network limit. Target: >= 0.6x the limit.
 * ``photos512``, ``photos1024``: the same on photos made of video frames (the 7 FaceForensics++ and 4
   DeeperForensics clips, 8 frames each, long side 512 or 1024 px, JPEG q92). Target: >= 2.5x the
   rate of ``--baseline-src`` (the code before the batched path, run by the same Python).
@@ -86,15 +86,18 @@ def network_input(scorer, folder: Path) -> np.ndarray:
 
 
 def network_faces_per_second(scorer, batch: np.ndarray) -> float:
-    """The bare onnxruntime forward, both mirror views, in batches of 16: faces/s."""
+    """The bare onnxruntime forward in batches of 16 (and of the mirrored batch, when the model
+    averages the two views): faces/s."""
     from dflab.detectors.deep.onnx_backend import exportable
 
-    session = exportable(scorer).onnx_.session()
+    network = exportable(scorer)
+    session = network.onnx_.session()
     started = time.perf_counter()
     for start in range(0, len(batch), 16):
         chunk = batch[start:start + 16]
         session.run(None, {"images": chunk})
-        session.run(None, {"images": np.ascontiguousarray(chunk[..., ::-1])})
+        if network.test_flip:
+            session.run(None, {"images": np.ascontiguousarray(chunk[..., ::-1])})
     return len(batch) / (time.perf_counter() - started)
 
 
