@@ -144,3 +144,17 @@ def test_the_ready_detector_graph_is_exported_once_into_the_cache_and_checked(tm
     assert json.loads(graphs[0].with_suffix(".json").read_text())["sha256"] == \
         onnx_backend.hashlib.sha256(graphs[0].read_bytes()).hexdigest()
     np.testing.assert_allclose(again.predict_proba(faces), with_graph, atol=1e-6)
+
+
+def test_face_detection_runs_on_its_own_thread_count_and_gives_the_rest_back():
+    import torch
+
+    from dflab.faces.detection import torch_threads
+
+    before = torch.get_num_threads()
+    seen = []
+    with torch_threads(1):
+        seen.append(torch.get_num_threads())
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("a failing detection gives the threads back too")
+    assert seen == [1] and torch.get_num_threads() == before

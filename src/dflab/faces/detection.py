@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -48,6 +49,21 @@ def downscale_for_detection(image: np.ndarray, max_side: int | None) -> tuple[np
     factor = max_side / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """PyTorch's intra-op threads set to ``count`` (None: unchanged) for the block, then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def default_device(device: str | None) -> str:

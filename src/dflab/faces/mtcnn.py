@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dflab.faces.detection import Face, FaceDetector, default_device, downscale_for_detection
+from dflab.faces.detection import Face, FaceDetector, default_device, downscale_for_detection, torch_threads
 
 
 class MTCNNDetector(FaceDetector):
@@ -21,7 +21,8 @@ class MTCNNDetector(FaceDetector):
     name = "mtcnn"
 
     def __init__(self, *, min_face_size: int = 40, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 min_score: float = 0.9, max_side: int | None = 640, device: str | None = None):
+                 min_score: float = 0.9, max_side: int | None = 640, device: str | None = None,
+                 threads: int | None = 1):
         try:
             from facenet_pytorch import MTCNN
         except ImportError as err:
@@ -29,6 +30,7 @@ class MTCNNDetector(FaceDetector):
         self.min_face_size, self.thresholds = int(min_face_size), tuple(float(t) for t in thresholds)
         self.min_score, self.max_side = float(min_score), max_side
         self.device = default_device(device)
+        self.threads = threads
         self._mtcnn = MTCNN(keep_all=True, min_face_size=self.min_face_size, thresholds=list(self.thresholds),
                             select_largest=False, post_process=False, device=self.device)
 
@@ -46,7 +48,8 @@ class MTCNNDetector(FaceDetector):
             groups.setdefault(image.shape, []).append(i)
         for indices in groups.values():
             batch = np.stack([scaled[i][0] for i in indices])
-            boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            with torch_threads(self.threads if self.device == "cpu" else None):
+                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
             for i, frame_boxes, frame_probs, frame_points in zip(indices, boxes, probs, points):
                 if frame_boxes is None:
                     continue
