@@ -16,13 +16,18 @@ class MTCNNDetector(FaceDetector):
     which hold most of the work, and frames are shrunk to ``max_side`` (640) before detection, as
     the DFDC winner shrank full-HD frames for MTCNN. Together: faces smaller than 1/16 of the frame's
     long side (120 px in 1080p) are not found; raise ``max_side`` for wide shots.
+
+    ``threads``: PyTorch threads while detecting (None: PyTorch's own count). Its thousands of tiny
+    operations each wait for every thread: on two quiet cores two threads are 1.5x faster than one
+    (12.4 against 19.2 ms per 224 px crop), but with another busy process on the machine one thread
+    is 9x faster than two (20 against 176 ms; benchmarks/RESULTS.md).
     """
 
     name = "mtcnn"
 
     def __init__(self, *, min_face_size: int = 40, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  min_score: float = 0.9, max_side: int | None = 640, device: str | None = None,
-                 threads: int | None = 1):
+                 threads: int | None = None):
         try:
             from facenet_pytorch import MTCNN
         except ImportError as err:
