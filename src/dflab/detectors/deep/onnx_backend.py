@@ -211,8 +211,10 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
     """Give a CNN ``detector`` (or a ready detector's model) that holds no graph its network's graph
     from ``cache_dir``/graphs, exported there when missing (once per network: 10-50 s), and return it;
     None for a detector with no PyTorch network to export. A cached graph is used only when its
-    sha256 is the one recorded beside it when it was written, and it is checked as a model's graph is
-    (no external data); otherwise it is exported again."""
+    sha256 is the one recorded beside it when it was written (a truncated or changed file is exported
+    again). The cache is trusted as the user's own files are, like pip's or PyTorch Hub's: it holds
+    only graphs this function exported, so the model-file check (:func:`check_graph`, whose
+    ``import onnx`` alone costs a second of every run) is not repeated on it."""
     from dflab.runtime.files import write_json_atomic
     from dflab.runtime.progress import warn
 
@@ -235,8 +237,6 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
         if recorded != hashlib.sha256(graph).hexdigest():
             warn(f"{graph_path}: not the graph recorded in {record_path.name} (sha256 differs); exporting again")
             graph = None
-        else:
-            check_graph(graph, graph_path)
     if graph is None:
         started = time.perf_counter()
         graph = export_graph(network_detector.model_, int(network_detector.input_size))
