@@ -35,7 +35,7 @@ import torch
 
 from dflab.detectors import create
 from dflab.detectors.deep.onnx_backend import OnnxBackend, export_graph
-from dflab.detectors.deep.tensors import mirror_averaged
+from dflab.detectors.deep.forward import mirror_averaged
 from dflab.detectors.deep.tensors import normalise_batch, resize_square
 from dflab.media.images import load_image
 from dflab.runtime.memory import keep_freed_memory

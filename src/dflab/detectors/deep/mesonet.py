@@ -234,7 +234,7 @@ class MesoNetDetector(TorchDetector):
         return {**super()._get_state(), "hidden_activation": self.model_.hidden_activation}
 
     def _set_state(self, state):
-        from dflab.detectors.deep.tensors import numpy_to_model
+        from dflab.detectors.deep.state import numpy_to_model
 
         net = MesoNet(inception=self.arch == "mesoinception4", input_size=self.input_size,
                       hidden_activation=state["hidden_activation"])

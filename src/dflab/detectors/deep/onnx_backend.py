@@ -1,7 +1,7 @@
 """ONNX Runtime scoring for the CNN detectors: the network's batched forward pass run by onnxruntime.
 
 Only the network moves: decoding, framing, resizing, normalisation and the mirror test-time
-augmentation stay in Python (:func:`dflab.detectors.deep.tensors.predict_outputs`), so the scores
+augmentation stay in Python (:func:`dflab.detectors.deep.forward.predict_outputs`), so the scores
 are the PyTorch path's to float32 rounding. A graph is exported in float32 (the ready detector's
 fp16 weights are loaded as float32 first) with a dynamic batch dimension and a fixed input size.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dflab.detectors.deep.tensors import map_in_order
+from dflab.detectors.deep.state import map_in_order
 from dflab.runtime import weights as weight_files
 
 

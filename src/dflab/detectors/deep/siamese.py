@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from dflab.detectors.base import as_sources, as_training_set, require_both_classes
 from dflab.detectors.deep.pairs import contrastive_loss, pair_links, sample_pairs
 from dflab.detectors.deep.pretrained import ARCHITECTURES, efficientnet_pytorch_to_timm, imagenet_state
-from dflab.detectors.deep.tensors import numpy_to_model, state_to_numpy
+from dflab.detectors.deep.state import numpy_to_model, state_to_numpy
 from dflab.detectors.deep.torch_detector import TorchDetector, predict_outputs, ready_for_inference
 from dflab.detectors.deep.training import train_binary, train_metric
 from dflab.detectors.registry import register

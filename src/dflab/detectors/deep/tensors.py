@@ -1,22 +1,21 @@
-"""Images to tensors and back: datasets, loaders, normalisation, batched forward passes (with mirror TTA), and model state as NumPy arrays."""
+"""Images to tensors: devices, resizing, normalisation, the image dataset and its loader (batched
+forward passes are in :mod:`~dflab.detectors.deep.forward`, model state as arrays in :mod:`~dflab.detectors.deep.state`)."""
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dflab.augment.sbi import self_blend
 from dflab.augment.policy import Augmentation
 from dflab.faces.framing import reframe
 from dflab.media.images import ImageError, ImageLike, load_image
-from dflab.runtime.progress import progress_bar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -154,116 +153,3 @@ def make_loader(dataset: ImageDataset, *, batch_size: int, shuffle: bool = False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=int(workers),
                       generator=generator, pin_memory=device is not None and device.type == "cuda",
                       persistent_workers=False)
-
-
-def state_to_numpy(model: nn.Module, prefix: str = "") -> dict[str, np.ndarray]:
-    """The model's state_dict as NumPy arrays (float tensors as float32)."""
-    out = {}
-    for key, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu()
-        if tensor.is_floating_point():
-            tensor = tensor.float()
-        out[prefix + key] = tensor.contiguous().numpy().copy()
-    return out
-
-
-def numpy_to_model(model: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "") -> None:
-    """Load arrays (keys ``prefix + state_dict key``) into the model, strictly: every key, every shape."""
-    own = model.state_dict()
-    wanted = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
-    missing, unexpected = sorted(set(own) - set(wanted)), sorted(set(wanted) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"state does not fit the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    state = {}
-    for key, target in own.items():
-        value = torch.from_numpy(np.asarray(wanted[key]).copy())
-        if target.dim() == 0 and value.numel() == 1:
-            value = value.reshape(())  # 0-d counters come back as (1,) from the array file
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit {tuple(target.shape)}")
-        state[key] = value.to(target.dtype)
-    model.load_state_dict(state, strict=True)
-
-
-def map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *,
-                 source_name_: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Pair ``source`` tensors with ``target`` keys position by position (two implementations of
-    the same network register their layers in the same order); every shape must match."""
-    if len(source) != len(target):
-        raise ValueError(f"{source_name_}: {len(source)} tensors but the network has {len(target)}")
-    mapped = {}
-    for (skey, value), (tkey, expected) in zip(source.items(), target.items()):
-        if tuple(value.shape) != tuple(expected.shape):
-            raise ValueError(f"{source_name_}: {skey} {tuple(value.shape)} cannot map onto {tkey} "
-                             f"{tuple(expected.shape)}")
-        mapped[tkey] = value
-    return mapped
-
-
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
-
-
-def batch_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-
-
-def ready_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model on ``device`` with channels-last weights; for a model already prepared the ``to``
-    calls are skipped (they walk every module: about 2 ms a call, 1% of scoring 64 images with Meso4)."""
-    if any(p.device != device or (p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last))
-           for p in model.parameters()):
-        model.to(device).to(memory_format=torch.channels_last)
-    return model
-
-
-def predict_outputs(model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
-                    workers: int | None = 0, description: str = "scoring",
-                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, list[str]]:
-    """The network's outputs (N, D) as float64, a NaN row where the image was unusable, and the error
-    per image ("" if fine). ``forward`` replaces ``model(x)`` (e.g. an embedding instead of the logit)."""
-    model.eval()
-    forward = forward or model
-    outputs: np.ndarray | None = None
-    errors: list[str] = []
-    loader = make_loader(dataset.as_raw(), batch_size=batch_size, workers=workers, device=device)
-    start = 0
-    buffer = None  # reused by every batch: the network is done with one batch before the next comes
-    with torch.inference_mode(), progress_bar(description, len(dataset)) as advance:
-        for x, _, batch_errors in loader:
-            ok = np.asarray([not e for e in batch_errors])
-            if ok.any():
-                if buffer is None or buffer.numel() < x.numel():
-                    buffer = torch.empty(x.numel(), dtype=torch.float32)
-                x = normalise_batch(x, dataset.mean, dataset.std, buffer)
-                with autocast(device):
-                    out = forward(batch_to(x[torch.from_numpy(ok)] if not ok.all() else x, device))
-                out = out.float().reshape(int(ok.sum()), -1).cpu().numpy()
-                if outputs is None:
-                    outputs = np.full((len(dataset), out.shape[1]), np.nan, dtype=np.float64)
-                outputs[start + np.flatnonzero(ok)] = out
-            errors.extend(batch_errors)
-            start += len(batch_errors)
-            advance(len(batch_errors))
-    if outputs is None:  # no usable image at all
-        outputs = np.full((len(dataset), 1), np.nan, dtype=np.float64)
-    return outputs, errors
-
-
-def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
-                   workers: int | None = 0, description: str = "scoring") -> tuple[np.ndarray, list[str]]:
-    """One logit per image (NaN where the image was unusable) and the error per image ("" if fine)."""
-    outputs, errors = predict_outputs(model, dataset, batch_size=batch_size, device=device, workers=workers,
-                                      description=description)
-    return outputs[:, 0], errors
-
-
-def mirror_averaged(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Test-time augmentation: the mean of the logits of each image and its left-right mirror (a face's
-    mirror is as plausible a face, so the two views disagree only through the network's noise)."""
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return (model(x) + model(x.flip(3))) / 2
-    return forward

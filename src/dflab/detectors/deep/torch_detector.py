@@ -15,9 +15,9 @@ from dflab.augment.sbi import sbi_grid
 from dflab.augment.policy import PRESETS as AUGMENTATIONS
 from dflab.detectors.base import Detector, as_sources, as_training_set, require_both_classes
 from dflab.detectors.deep.onnx_backend import GRAPH_FILE, bind_graph, graph_from_state, scoring_network
-from dflab.detectors.deep.tensors import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, mirror_averaged, numpy_to_model,
-                                          predict_outputs, ready_for_inference, resize_square, resolve_device,
-                                          state_to_numpy, to_tensor)
+from dflab.detectors.deep.forward import mirror_averaged, predict_outputs, ready_for_inference
+from dflab.detectors.deep.state import numpy_to_model, state_to_numpy
+from dflab.detectors.deep.tensors import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, resize_square, resolve_device, to_tensor
 from dflab.detectors.deep.training import TrainSettings, train_binary
 from dflab.faces.framing import locate_faces, reframe, square_region
 from dflab.media.images import ImageError, ImageLike, load_image, probe_image, source_name

@@ -25,7 +25,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from dflab.detectors.deep.pairs import TupleDataset
-from dflab.detectors.deep.tensors import ImageDataset, autocast, batch_to, make_loader, predict_logits
+from dflab.detectors.deep.forward import autocast, batch_to, predict_logits
+from dflab.detectors.deep.tensors import ImageDataset, make_loader
 from dflab.runtime.files import write_json_atomic
 from dflab.runtime.progress import info, progress_bar, warn
 
