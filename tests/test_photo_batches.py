@@ -158,3 +158,19 @@ def test_face_detection_runs_on_its_own_thread_count_and_gives_the_rest_back():
     with pytest.raises(RuntimeError), torch_threads(1):
         raise RuntimeError("a failing detection gives the threads back too")
     assert seen == [1] and torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_without_a_writable_cache_the_ready_detector_scores_with_pytorch_and_says_so(tmp_path, monkeypatch, capsys):
+    from dflab.detectors.deep import onnx_backend
+    from dflab.inference.models import load_scorer
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DFLAB_CACHE", str(blocker))
+    monkeypatch.setattr(onnx_backend, "export_graph", lambda *args, **kwargs: pytest.fail("exported in vain"))
+    scorer = load_scorer(None, None, None)  # warnings show even when quiet
+    assert scorer.inner().onnx_ is None
+    assert "scored with PyTorch (no ONNX graph" in capsys.readouterr().err
+    face = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    assert 0.0 <= float(scorer.predict_proba([face])[0]) <= 1.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -238,9 +239,11 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
             warn(f"{graph_path}: not the graph recorded in {record_path.name} (sha256 differs); exporting again")
             graph = None
     if graph is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):  # before the export, not after: its 10-50 s would be lost every run
+            raise PermissionError(f"{folder}: the cache folder is not writable")
         started = time.perf_counter()
         graph = export_graph(network_detector.model_, int(network_detector.input_size))
-        folder.mkdir(parents=True, exist_ok=True)
         partial = graph_path.with_name(graph_path.name + ".partial")
         partial.write_bytes(graph)
         partial.replace(graph_path)
