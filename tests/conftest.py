@@ -18,7 +18,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setenv("DFLAB_CACHE", str(tmp_path_factory.mktemp("dflab-cache")))
+    cache = tmp_path_factory.mktemp("dflab-cache")
+    # The ready detector's ONNX graph, exported once for every worker of the run (and the commands
+    # the tests start) instead of once per cache; tests of the export itself use caches of their own.
+    graphs = tmp_path_factory.getbasetemp().parent / "dflab-graphs"
+    graphs.mkdir(exist_ok=True)
+    (cache / "graphs").symlink_to(graphs)
+    mp.setenv("DFLAB_CACHE", str(cache))
     mp.setenv("DFLAB_QUIET", "1")
     # Published weights are found in $DFLAB_WEIGHTS only: an empty folder unless a test points it
     # at ../shared/weights or at files it made (the user's ~/.cache/dflab/weights stays out of it).

@@ -19,7 +19,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` in one step: a reader (or a killed run) never sees half a file."""
     path = Path(path)
-    partial = path.with_name(path.name + ".tmp")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes never share one
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 

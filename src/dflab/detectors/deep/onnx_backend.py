@@ -244,7 +244,7 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
             raise PermissionError(f"{folder}: the cache folder is not writable")
         started = time.perf_counter()
         graph = export_graph(network_detector.model_, int(network_detector.input_size))
-        partial = graph_path.with_name(graph_path.name + ".partial")
+        partial = graph_path.with_name(f"{graph_path.name}.{os.getpid()}.partial")
         partial.write_bytes(graph)
         partial.replace(graph_path)
         write_json_atomic(record_path, {"sha256": hashlib.sha256(graph).hexdigest(), "detector": network_detector.name,
