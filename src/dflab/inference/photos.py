@@ -3,8 +3,9 @@ Python API and ``dflab serve`` for detectors that record how their training crop
 ready detector) or when asked to find faces.
 
 A batch of photos (:func:`photo_batches`) is decoded and its faces found in one face-detector call
-(MTCNN runs pictures of one size after its downscaling as one batch), every face framed as the model's training crops were and all of
-them scored in network calls of at most :data:`NETWORK_BATCH` faces. A photo's answer does not
+(MTCNN runs pictures of one size after its downscaling as one batch), every face framed as the
+model's training crops were, and all of them scored in network calls of at most
+:data:`NETWORK_BATCH` faces. A photo's answer does not
 depend on the photos beside it: the same faces, boxes and verdicts, P(fake) equal within the float
 noise of batching (1e-5). Verdicts and the threshold are decided here, for photos and videos alike.
 """

@@ -16,12 +16,16 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: a reader (or a killed run) never sees half a file."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step: a reader (or a killed run) never sees half a file."""
     path = Path(path)
     partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes never share one
-    partial.write_text(text, encoding="utf-8")
+    partial.write_bytes(data)
     os.replace(partial, path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, payload, *, sort_keys: bool = False) -> None:

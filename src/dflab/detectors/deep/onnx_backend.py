@@ -216,7 +216,7 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
     again). The cache is trusted as the user's own files are, like pip's or PyTorch Hub's: it holds
     only graphs this function exported, so the model-file check (:func:`check_graph`, whose
     ``import onnx`` alone costs a second of every run) is not repeated on it."""
-    from dflab.runtime.files import write_json_atomic
+    from dflab.runtime.files import write_bytes_atomic, write_json_atomic
     from dflab.runtime.progress import warn
 
     try:
@@ -244,9 +244,7 @@ def attach_cached_graph(detector, cache_dir: str | Path) -> OnnxBackend | None:
             raise PermissionError(f"{folder}: the cache folder is not writable")
         started = time.perf_counter()
         graph = export_graph(network_detector.model_, int(network_detector.input_size))
-        partial = graph_path.with_name(f"{graph_path.name}.{os.getpid()}.partial")
-        partial.write_bytes(graph)
-        partial.replace(graph_path)
+        write_bytes_atomic(graph_path, graph)
         write_json_atomic(record_path, {"sha256": hashlib.sha256(graph).hexdigest(), "detector": network_detector.name,
                                         "input_size": int(network_detector.input_size), "torch": torch.__version__,
                                         "opset": OPSET})
