@@ -1,4 +1,5 @@
-"""A hostile-input corpus run through the installed ``dflab`` entry point, as a careless or hostile
+"""A hostile-input corpus run through the ``dflab`` command's entry point, each case a process of its
+own (forked from one that has imported the command: tests/forked_entry_point.py), as a careless or hostile
 user would: bad images, videos, datasets, manifests, model files and command lines.
 
 Every case must exit 0 or 2 with no traceback; an exit 2 prints one line naming the file or option;
@@ -252,8 +253,19 @@ def _fill(args, mapping):
             for a in args]
 
 
+@pytest.fixture(scope="module")
+def dflab_command(tmp_path_factory):
+    """The dflab command, each run a process forked from one that has imported it (tests/forked_entry_point.py)."""
+    from tests.forked_entry_point import ForkedEntryPoint
+
+    home = tmp_path_factory.mktemp("entry-home")
+    entry = ForkedEntryPoint({**os.environ, "HOME": str(home), "COLUMNS": "200", "MPLCONFIGDIR": str(home / "mpl")})
+    yield entry
+    entry.close()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_hostile_input(corpus, tmp_path, name):
+def test_hostile_input(corpus, dflab_command, tmp_path, name):
     args, codes, needle, make = CASES[name]
     made, out, work, home = tmp_path / "made", tmp_path / "out", tmp_path / "work", tmp_path / "home"
     for folder in (made, out, work, home):
@@ -269,15 +281,14 @@ def test_hostile_input(corpus, tmp_path, name):
     before = {p for p in (corpus / "files").rglob("*")}
     env = {**os.environ, "HOME": str(home), "DFLAB_CACHE": str(home / "cache"), "COLUMNS": "200",
            "DFLAB_WEIGHTS": str(home / "weights")}
-    result = subprocess.run([str(DFLAB), *_fill(args, mapping)], capture_output=True, text=True, cwd=work, env=env,
-                            timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode in codes, (name, result.returncode, result.stderr[-2000:])
+    returncode, stdout, stderr = dflab_command.run(_fill(args, mapping), cwd=work, env=env, timeout=300)
+    output = stdout + stderr
+    assert returncode in codes, (name, returncode, stderr[-2000:])
     assert "Traceback" not in output, (name, output[-3000:])
-    if result.returncode == 2:  # one error line, the last thing said (warnings about skipped files may precede it)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if returncode == 2:  # one error line, the last thing said (warnings about skipped files may precede it)
+        lines = [line for line in stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
-        assert len(errors) == 1 and lines[-1] == errors[0], (name, result.stderr)
+        assert len(errors) == 1 and lines[-1] == errors[0], (name, stderr)
         assert needle in errors[0], (name, errors[0])
     assert not any(work.iterdir()), (name, list(work.iterdir()))  # nothing written where it was run
     assert {p for p in (corpus / "files").rglob("*")} == before  # nothing written beside the inputs
@@ -285,3 +296,20 @@ def test_hostile_input(corpus, tmp_path, name):
 
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 80
+
+
+def test_the_forked_command_answers_as_the_installed_one(corpus, dflab_command, tmp_path):
+    """The cases' forked runs print and exit as the installed ``dflab`` does, and a command that
+    crashes shows its traceback and status 1 (which the cases would catch)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "COLUMNS": "200"}
+    # The corpus's model, not the ready detector: a first export of its graph would speak in one run only.
+    for name in ("text.jpg", "good.jpg"):
+        args = ["predict", str(corpus / "files" / name), "--model", str(corpus / "model")]
+        installed = subprocess.run([str(DFLAB), *args], capture_output=True, text=True, cwd=work, env=env, timeout=300)
+        assert dflab_command.run(args, cwd=work, env=env, timeout=300) == (
+            installed.returncode, installed.stdout, installed.stderr)
+    # A crash: on the test's request the child raises before the command runs.
+    status, _, stderr = dflab_command.run(["--version"], cwd=work, env={**env, "DFLAB_TEST_CRASH": "1"}, timeout=60)
+    assert status == 1 and "Traceback" in stderr and "RuntimeError: crash on purpose" in stderr
