@@ -96,13 +96,13 @@ def test_mtcnn_finds_the_same_faces_in_photos_sharing_a_size_after_downscaling(m
     larger = np.asarray(Image.fromarray(astronaut).resize((1280, 1280)))
     alone = [detector.detect(image) for image in (large, larger, astronaut)]
     calls = []
-    original = detector._mtcnn.detect
+    original = detector._cascade
 
-    def counted(batch, **kwargs):
+    def counted(batch):
         calls.append(np.asarray(batch).shape)
-        return original(batch, **kwargs)
+        return original(batch)
 
-    monkeypatch.setattr(detector._mtcnn, "detect", counted)
+    monkeypatch.setattr(detector, "_cascade", counted)
     together = detector.detect_batch([large, larger, astronaut])
     assert sorted(calls) == [(1, 512, 512, 3), (2, 640, 640, 3)]  # the two large ones downscaled to one size
     for got, want in zip(together, alone):
