@@ -96,13 +96,13 @@ def test_mtcnn_finds_the_same_faces_in_photos_sharing_a_size_after_downscaling(m
     larger = np.asarray(Image.fromarray(astronaut).resize((1280, 1280)))
     alone = [detector.detect(image) for image in (large, larger, astronaut)]
     calls = []
-    original = detector._cascade
+    original = detector._mtcnn.detect
 
-    def counted(batch):
+    def counted(batch, **kwargs):
         calls.append(np.asarray(batch).shape)
-        return original(batch)
+        return original(batch, **kwargs)
 
-    monkeypatch.setattr(detector, "_cascade", counted)
+    monkeypatch.setattr(detector._mtcnn, "detect", counted)
     together = detector.detect_batch([large, larger, astronaut])
     assert sorted(calls) == [(1, 512, 512, 3), (2, 640, 640, 3)]  # the two large ones downscaled to one size
     for got, want in zip(together, alone):
