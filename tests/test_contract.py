@@ -145,6 +145,18 @@ def test_untrained_detectors_refuse_to_score(name, tiny_set):
     assert _state(detector) == built, "refusing to score changed the detector"
 
 
+@pytest.mark.parametrize("name", [name for name in NAMES if available()[name].cls.trainable])
+def test_a_failed_fit_leaves_the_detector_as_it_was(name, tiny_set):
+    """Training data of fakes only is refused by every trainable detector, and the refusal, wherever in
+    ``fit`` it comes, leaves the detector unfitted and unchanged (detectors/base.py, all or nothing)."""
+    detector = create(name, **_fast(name))
+    built = _state(detector)
+    only_fakes = tiny_set[0][tiny_set[0].label == 1]
+    with pytest.raises((ValueError, TypeError)):
+        detector.fit(only_fakes)
+    assert not detector.is_fitted() and _state(detector) == built
+
+
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
     """Installs a stand-in for a published weight file (:func:`install_stand_in`); removed after the test

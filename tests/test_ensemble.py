@@ -189,3 +189,22 @@ def test_the_lab_ensemble_presets_name_real_detectors(name, members):
         member = create(spec["detector"], **spec.get("params", {}))
         assert isinstance(member, get(spec["detector"]).cls)
     assert clone(preset).members == preset.members
+
+
+def test_a_fit_that_fails_halfway_leaves_the_ensemble_as_it_was():
+    """The members are built before stacking finds it has no data: the failed fit must not leave an
+    ensemble that looks fitted, nor change one that was."""
+    labels, columns = _stacking_data(seed=1)
+    members = [_member(column) for column in columns]
+    fresh = create("ensemble", members=members, method="stacking")
+    with pytest.raises(ValueError, match="development data"):
+        fresh.fit()
+    assert not fresh.is_fitted()
+    data = (list(range(len(labels))), labels)
+    fitted = create("ensemble", members=members, method="stacking").fit(data)
+    before, scores = dict(vars(fitted)), fitted.predict_proba(list(range(len(labels))))
+    one_class = (list(range(4)), [0] * 4)
+    with pytest.raises(ValueError, match="real and fake"):
+        fitted.fit(one_class)
+    assert {key: id(value) for key, value in vars(fitted).items()} == {key: id(value) for key, value in before.items()}
+    np.testing.assert_array_equal(fitted.predict_proba(list(range(len(labels)))), scores)

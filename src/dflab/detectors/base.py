@@ -104,6 +104,25 @@ def as_training_set(data: Any) -> tuple[list[ImageLike], np.ndarray, np.ndarray]
     return sources, labels, groups
 
 
+def _all_or_nothing(fit):
+    """``fit`` that, when it raises, leaves the detector's attributes as they were before the call: a
+    fit that fails halfway (an ensemble whose members were built before its stacking failed) must not
+    leave a detector that looks fitted, nor a half-replaced model in one that was."""
+    import functools
+
+    @functools.wraps(fit)
+    def all_or_nothing(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    return all_or_nothing
+
+
 class Detector(BaseEstimator):
     """Base class: subclasses implement ``fit``, ``predict_proba`` and ``_get_state``/``_set_state``.
 
@@ -123,6 +142,11 @@ class Detector(BaseEstimator):
     # Model info before ``load``: none. (Fitted state is what ``fit`` or ``load`` sets: attributes
     # ending in "_", see :meth:`is_fitted`.)
     model_info_: dict | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fit" in vars(cls):
+            cls.fit = _all_or_nothing(vars(cls)["fit"])
 
     # -- the contract -------------------------------------------------------------------------
     def fit(self, train, *, valid=None) -> "Detector":
