@@ -47,6 +47,23 @@ def test_registry_lists_every_detector_with_a_description():
         assert create(name).name == name
 
 
+@pytest.mark.slow
+def test_naming_a_detector_imports_the_modules_up_to_its_own_only():
+    """In a fresh process: asking for the CNN detector imports the detector modules up to its own (the
+    folder's order), not the handcrafted ones; listing them all then imports every one."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from dflab.detectors.registry import available, get\n"
+              "get('efficientnet-lite0')\n"
+              "before = 'dflab.detectors.handcrafted.block_dct' in sys.modules\n"
+              "names = available()\n"
+              "print(before, 'block-dct-logreg' in names, 'dflab.detectors.handcrafted.block_dct' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["False", "True", "True"], result.stderr
+
+
 def test_unknown_detector_names_the_alternatives():
     with pytest.raises(UnknownDetectorError, match="ela-logreg"):
         create("no-such-detector")

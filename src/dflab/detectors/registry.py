@@ -45,15 +45,20 @@ def register(name: str, *, description: str, family: str = "", **defaults) -> Ca
     return decorator
 
 
-def _ensure_loaded() -> None:
-    """Import every module under ``dflab.detectors`` once: a module registers its detectors when it is
-    imported, so a new detector is one new file and no list to keep."""
+def _ensure_loaded(until: str | None = None) -> None:
+    """Import the modules under ``dflab.detectors``, in the folder's order: a module registers its
+    detectors when it is imported, so a new detector is one new file and no list to keep. With
+    ``until``, stop at the module that registers that name (a command naming one detector imports what
+    it needs, not all 28 modules: the CNN module alone pulls in timm)."""
     global _loaded
-    if not _loaded:
-        # The folder is walked, not the package imported: the registry sits below every detector.
-        for module in pkgutil.walk_packages([str(Path(__file__).parent)], prefix="dflab.detectors."):
-            importlib.import_module(module.name)
-        _loaded = True
+    if _loaded or (until is not None and until in _REGISTRY):
+        return
+    # The folder is walked, not the package imported: the registry sits below every detector.
+    for module in pkgutil.walk_packages([str(Path(__file__).parent)], prefix="dflab.detectors."):
+        importlib.import_module(module.name)
+        if until is not None and until in _REGISTRY:
+            return
+    _loaded = True
 
 
 def available() -> dict[str, Entry]:
@@ -62,7 +67,7 @@ def available() -> dict[str, Entry]:
 
 
 def get(name: str) -> Entry:
-    _ensure_loaded()
+    _ensure_loaded(until=name)
     if name not in _REGISTRY:
         raise UnknownDetectorError(
             f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))} (see `dflab detectors`)")
