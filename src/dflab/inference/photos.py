@@ -30,7 +30,7 @@ PHOTO_BATCH_PIXELS = 48_000_000
 
 def model_threshold(scorer) -> float:
     """The model's own threshold on P(fake): its validation EER threshold, else 0.5."""
-    return float(((getattr(scorer, "model_info_", {}) or {}).get("thresholds") or {}).get("frame", 0.5))
+    return float(((scorer.model_info_ or {}).get("thresholds") or {}).get("frame", 0.5))
 
 
 def resolve_threshold(scorer, threshold: float | None) -> float:
