@@ -56,6 +56,15 @@ def test_usage_errors_exit_2_with_one_line(args, needle):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """``dflab --help``, ``--version`` and usage errors answer in under a second: building the command
+    line imports neither PyTorch, scikit-learn, pandas nor timm (each command imports what it uses)."""
+    script = ("import sys\nimport dflab.cli\n"
+              "print(sorted(m for m in ('torch', 'sklearn', 'pandas', 'timm', 'scipy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr)
+
+
 @pytest.mark.slow
 def test_help_and_version_exit_0():
     for args in ([], ["--help"], ["predict", "--help"], ["data"]):

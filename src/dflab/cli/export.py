@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dflab.detectors.base import Backend
+from dflab.runtime.choices import Backend
 
 BackendOption = typer.Option(
     Backend.auto, "--backend",

@@ -13,8 +13,7 @@ from rich.table import Table
 from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, ParamOption, QuietOption, UserError, WorkersOption,
                               command_line, existing_path, output_dir, app, out_console)
 from dflab.cli.export import BackendOption
-from dflab.detectors.base import Backend
-from dflab.detectors.registry import parse_params
+from dflab.runtime.choices import Backend
 from dflab.runtime.progress import is_quiet, set_quiet
 
 
@@ -59,6 +58,8 @@ def lab_command(
     for extra in task3_data:
         existing_path(extra, "--task3-data database")
     _check_detectors(detector)
+    from dflab.detectors.registry import parse_params
+
     detector_params = parse_params(param, detector)
     output_dir(out, "--out")
     config = LabConfig(task1=task1, task23=task23, detectors=detector, out=out, seed=seed, n_boot=n_boot,

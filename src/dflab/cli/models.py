@@ -15,7 +15,7 @@ from dflab.cli.common import (ParamOption, QuietOption, WorkersOption, command_l
 from dflab.cli.data import read_dataset
 from dflab.cli.export import BackendOption
 from dflab.cli.lab import print_summary
-from dflab.detectors.base import Backend
+from dflab.runtime.choices import Backend
 from dflab.inference.models import load_scorer
 from dflab.runtime.progress import set_quiet
 

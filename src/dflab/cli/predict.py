@@ -13,9 +13,8 @@ from dflab.cli.cluster import ClusterOption, cluster_for
 from dflab.cli.common import (FaceDetectorName, FaceDetectorOption, FacesMode, QuietOption, UserError,
                               WorkersOption, existing_path, output_dir, output_file, app, out_console)
 from dflab.cli.export import BackendOption
-from dflab.detectors.base import Backend
 from dflab.inference.models import identity_scorer, load_scorer
-from dflab.metrics.core import Aggregation
+from dflab.runtime.choices import Aggregation, Backend
 from dflab.runtime.progress import info, is_quiet, printable, set_quiet
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dflab.cli.export import BackendOption
-from dflab.detectors.base import Backend
+from dflab.runtime.choices import Backend
 
 
 def serve_command(

@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import json
 import zipfile
-from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,19 +28,6 @@ from dflab.runtime.messages import one_line
 
 #: Parameters that change how a detector runs here, not what it computes; never saved in a model.
 RUNTIME_PARAMS = frozenset({"workers", "cache_dir", "device", "verbose", "checkpoint_dir", "backend"})
-
-
-class Backend(str, Enum):
-    """What runs a CNN detector's network when it scores (the ``backend`` runtime setting; see
-    :mod:`dflab.detectors.deep.onnx_backend`)."""
-
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [backend.value for backend in cls]
 
 
 class NotFittedError(RuntimeError):

@@ -55,7 +55,7 @@ def with_backend(scorer, backend: str):
     by the first run (:func:`~dflab.detectors.deep.onnx_backend.attach_cached_graph`): onnxruntime
     scores it 2-4x faster than PyTorch eager (benchmarks/RESULTS.md). A trained model scores with
     onnxruntime once it holds a graph (`dflab export`)."""
-    from dflab.detectors.base import Backend
+    from dflab.runtime.choices import Backend
 
     if backend not in Backend.names():
         raise ModelChoiceError(f"unknown backend {backend!r}: expected one of {', '.join(Backend.names())}")

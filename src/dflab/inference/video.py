@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from dflab.media.video import VideoError, sample_frames
-from dflab.metrics.core import Aggregation, aggregate_frames
+from dflab.metrics.core import aggregate_frames, check_aggregation
 
 #: Frames searched for faces per progress report (``predict_video(on_frames=...)``).
 PROGRESS_CHUNK = 4
@@ -55,7 +55,7 @@ def predict_video(detector, path: str | os.PathLike, *, n_frames: int = 32, face
     from dflab.faces.tracking import find_persons
     from dflab.runtime.progress import warn
 
-    Aggregation.check(aggregation)
+    check_aggregation(aggregation)
     path = Path(path)
     result = {"video": str(path), "p_fake": float("nan"), "person": None, "aggregation": aggregation,
               "status": "error", "reason": "", "frames": 0, "frames_with_face": 0, "frame_scores": [],

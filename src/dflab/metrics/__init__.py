@@ -4,9 +4,10 @@ bootstrap confidence intervals over videos (``bootstrap``) and calibration quali
 functions of labels and scores."""
 
 from dflab.metrics.bootstrap import bootstrap_ci
-from dflab.metrics.core import (AGGREGATION_METHODS, LEVELS, Aggregation, MetricsError, aggregate_by_video,
+from dflab.metrics.core import (AGGREGATION_METHODS, LEVELS, MetricsError, aggregate_by_video,
                                 aggregate_frames, choose_threshold, eer, error_rates_at, roc_auc, roc_curve)
 from dflab.metrics.evaluation import evaluate, evaluate_levels
+from dflab.runtime.choices import Aggregation
 
 __all__ = ["AGGREGATION_METHODS", "LEVELS", "Aggregation", "MetricsError", "roc_curve", "roc_auc", "eer",
            "choose_threshold", "error_rates_at", "aggregate_by_video", "aggregate_frames", "bootstrap_ci", "evaluate",

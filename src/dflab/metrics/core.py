@@ -13,7 +13,6 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -21,26 +20,10 @@ import pandas as pd
 from scipy.special import expit
 from sklearn import metrics as skm
 
+from dflab.runtime.choices import Aggregation
 from dflab.runtime.numeric import clipped_logit
 
 
-class Aggregation(str, Enum):
-    """How a video's frame scores become its one P(fake) (:func:`aggregate_frames`): the same rule for
-    ``dflab predict``, ``dflab serve`` and the lab's video level."""
-
-    mean_prob = "mean_prob"
-    mean_logit = "mean_logit"
-    confident = "confident"
-
-    @classmethod
-    def check(cls, method: str) -> str:
-        """``method`` if it names an aggregation, else a :class:`MetricsError` listing them."""
-        if method not in {aggregation.value for aggregation in cls}:
-            raise MetricsError(f"unknown aggregation {method!r}; use one of {', '.join(a.value for a in cls)}")
-        return method
-
-
-#: The video levels every evaluation reports (``LEVELS``); ``aggregate_by_video`` takes any :class:`Aggregation`.
 AGGREGATION_METHODS = (Aggregation.mean_prob.value, Aggregation.mean_logit.value)
 
 
@@ -53,6 +36,14 @@ LEVELS = ("frame", "video_mean_prob", "video_mean_logit")
 
 class MetricsError(ValueError):
     """Invalid input to a metric (one class only, empty, NaN scores, length mismatch, ...)."""
+
+
+def check_aggregation(method: str) -> str:
+    """``method`` if it names an :class:`~dflab.runtime.choices.Aggregation`, else a :class:`MetricsError`
+    listing them."""
+    if method not in Aggregation.names():
+        raise MetricsError(f"unknown aggregation {method!r}; use one of {', '.join(Aggregation.names())}")
+    return method
 
 
 def as_1d(values: Any, name: str) -> np.ndarray:
@@ -236,7 +227,7 @@ def aggregate_frames(frame_scores, method: str = "mean_prob", *, fake_threshold:
         if reals.sum() > real_fraction * n:
             return float(scores[reals].mean())
         return float(scores.mean())
-    Aggregation.check(method)
+    check_aggregation(method)
     raise AssertionError(f"aggregation {method} has no rule here")
 
 
@@ -251,7 +242,7 @@ def aggregate_by_video(frame: pd.DataFrame, method: str = "mean_prob") -> pd.Dat
     Raises MetricsError if the frames of one video disagree on the label.
     """
     check_columns(frame, ("video", "label", "score"))
-    Aggregation.check(method)
+    check_aggregation(method)
     data = frame[["video", "label", "score"]].copy()
     if data["video"].isna().any():
         raise MetricsError(f"{int(data['video'].isna().sum())} row(s) have no video id")

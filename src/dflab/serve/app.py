@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dflab.metrics.core import Aggregation
+from dflab.runtime.choices import Aggregation
 from dflab.runtime.messages import one_line
 from dflab.serve.docs import api_docs_html
 from dflab.serve.queue import JOB_TTL_S, Job, Scoring

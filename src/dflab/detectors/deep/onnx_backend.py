@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dflab.detectors.base import Backend
+from dflab.runtime.choices import Backend
 from dflab.detectors.modelfile import (CONFIG_FILE, ModelFileError, check_graph, config_content_hash,
                                        read_model_files)
 from dflab.runtime.messages import one_line
