@@ -65,6 +65,18 @@ def test_the_command_line_starts_without_the_heavy_libraries():
     assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr)
 
 
+def test_every_user_error_named_for_the_command_line_exists():
+    """The table of user errors names classes by module (so that none is imported to be named): each
+    one is an exception class of that module."""
+    import importlib
+
+    from dflab.cli import USER_ERRORS
+
+    for module, names in USER_ERRORS.items():
+        for name in names:
+            assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
+
+
 @pytest.mark.slow
 def test_help_and_version_exit_0():
     for args in ([], ["--help"], ["predict", "--help"], ["data"]):

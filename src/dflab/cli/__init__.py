@@ -24,21 +24,27 @@ app.command("export")(export_command)
 readable_help(app)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from dflab.data.manifest import DataError
-    from dflab.detectors.base import NotFittedError, TrainingDataError
-    from dflab.detectors.modelfile import ModelFileError
-    from dflab.detectors.registry import ParameterError, UnknownDetectorError
-    from dflab.inference.models import ModelChoiceError
-    from dflab.lab.protocol import LabBusyError
-    from dflab.media.images import ImageError
-    from dflab.media.video import VideoError
-    from dflab.metrics.core import MetricsError
-    from dflab.runtime.weights import WeightsError
+#: The errors that are a user's or their input's, by module: printed as one line with exit 2.
+USER_ERRORS = {
+    "dflab.data.manifest": ("DataError",),
+    "dflab.detectors.base": ("NotFittedError", "TrainingDataError"),
+    "dflab.detectors.modelfile": ("ModelFileError",),
+    "dflab.detectors.registry": ("ParameterError", "UnknownDetectorError"),
+    "dflab.inference.models": ("ModelChoiceError",),
+    "dflab.lab.protocol": ("LabBusyError",),
+    "dflab.media.images": ("ImageError",),
+    "dflab.media.video": ("VideoError",),
+    "dflab.metrics.core": ("MetricsError",),
+    "dflab.runtime.weights": ("WeightsError",),
+}
 
-    return (UserError, ModelChoiceError, ParameterError, DataError, ImageError, LabBusyError, MetricsError,
-            ModelFileError, NotFittedError, TrainingDataError, UnknownDetectorError, WeightsError, VideoError,
-            FileNotFoundError, NotADirectoryError, PermissionError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    # Only from modules already imported: an error raised by a module's class means the module is
+    # loaded, and importing the others here (scikit-learn, pandas) made a mistyped path take 2 s.
+    classes = [getattr(sys.modules[module], name) for module, names in USER_ERRORS.items()
+               if module in sys.modules for name in names]
+    return (UserError, *classes, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def _click_exceptions() -> tuple[type, type, type]:

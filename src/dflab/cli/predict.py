@@ -55,12 +55,6 @@ def predict_command(
     Photos: with the ready detector every face is found, framed as in training and scored (one row per
     face). Videos: frames are sampled evenly, the faces in them are followed as persons, each person's
     frame scores are aggregated, and the video takes its most-fake person's P(fake)."""
-    import pandas as pd
-
-    from dflab.inference.distributed import predict_on_cluster, scorer_loader
-    from dflab.inference.outputs import PredictionsCSV, ResumeError
-    from dflab.inference.photos import resolve_threshold
-    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, left_out_predictions, predict_in_chunks
     from dflab.media.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_files
 
     set_quiet(quiet)
@@ -77,6 +71,14 @@ def predict_command(
                             f"({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}){found}")
     else:
         files = [target]
+    # The libraries come after the arguments are checked: a mistyped path is answered at once.
+    import pandas as pd
+
+    from dflab.inference.distributed import predict_on_cluster, scorer_loader
+    from dflab.inference.outputs import PredictionsCSV, ResumeError
+    from dflab.inference.photos import resolve_threshold
+    from dflab.inference.predict import PREDICTION_COLUMNS, PredictOptions, left_out_predictions, predict_in_chunks
+
     scorer = load_scorer(model, detector, workers, Backend(backend).value) if reference is None \
         else identity_scorer(model, detector, reference)
     options = PredictOptions(
