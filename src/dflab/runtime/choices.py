@@ -7,7 +7,15 @@ from __future__ import annotations
 from enum import Enum
 
 
-class Backend(str, Enum):
+class Choice(str, Enum):
+    """A setting's choices, each its own name."""
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [choice.value for choice in cls]
+
+
+class Backend(Choice):
     """What runs a CNN detector's network when it scores (the ``backend`` runtime setting; see
     :mod:`dflab.detectors.deep.onnx_backend`)."""
 
@@ -15,19 +23,11 @@ class Backend(str, Enum):
     torch = "torch"
     onnx = "onnx"
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [backend.value for backend in cls]
 
-
-class Aggregation(str, Enum):
+class Aggregation(Choice):
     """How a video's frame scores become its one P(fake) (:func:`dflab.metrics.core.aggregate_frames`):
     the same rule for ``dflab predict``, ``dflab serve`` and the lab's video level."""
 
     mean_prob = "mean_prob"
     mean_logit = "mean_logit"
     confident = "confident"
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [aggregation.value for aggregation in cls]
