@@ -260,3 +260,46 @@ def test_extract_faces_rejects_bad_parameters(tmp_path):
 def test_face_detector_base_needs_an_implementation():
     with pytest.raises(NotImplementedError, match="neither detect nor detect_batch"):
         FaceDetector().detect(np.zeros((8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (3, 3)])
+def test_strided_max_pool_is_pytorchs_ceil_mode_max_pool_bit_for_bit(kernel, stride):
+    import torch
+
+    from dflab.faces.pooling import StridedMaxPool
+
+    pool, generator = StridedMaxPool(kernel, stride), torch.Generator().manual_seed(kernel * 10 + stride)
+    for height in range(1, 26):
+        for width in (1, 2, 3, 4, 7, 12, 23):
+            x = torch.randn(2, 3, height, width, generator=generator)
+            if height < kernel or width < kernel:
+                continue  # PyTorch refuses maps smaller than the window; so does the replacement
+            assert torch.equal(pool(x), torch.max_pool2d(x, kernel, stride, ceil_mode=True)), (height, width)
+
+
+def test_mtcnn_with_strided_pools_finds_facenet_pytorchs_faces_bit_for_bit():
+    """dflab's MTCNN (its pooling layers replaced) against facenet-pytorch's own on scenes with a whole
+    face, a face cut by the border, two faces and none: the same boxes, scores and landmarks, exactly."""
+    import torch
+    from facenet_pytorch import MTCNN
+    from skimage import data
+
+    from dflab.faces.mtcnn import MTCNNDetector
+    from dflab.faces.pooling import StridedMaxPool
+
+    astronaut = data.astronaut()[:320, 80:400]  # the face at x 100-189, y 62-174
+    border = np.roll(astronaut, (-60, -120), axis=(0, 1))  # the face cut by the left edge
+    pair = np.concatenate([np.asarray(Image.fromarray(astronaut).resize((160, 160)))] * 2, axis=1)
+    pair = np.pad(pair, ((80, 80), (0, 0), (0, 0)), mode="edge")
+    noise = np.random.default_rng(0).integers(0, 256, astronaut.shape, dtype=np.uint8)
+    scenes = np.stack([astronaut, border, pair, noise])
+    ours = MTCNNDetector(device="cpu")._mtcnn
+    assert sum(isinstance(layer, StridedMaxPool) for layer in ours.modules()) == 6  # P 1, R 2, O 3
+    reference = MTCNN(keep_all=True, min_face_size=40, thresholds=[0.6, 0.7, 0.7], select_largest=False,
+                      post_process=False, device="cpu")
+    with torch.no_grad():
+        want, got = reference.detect(scenes, landmarks=True), ours.detect(scenes, landmarks=True)
+    assert [0 if boxes is None else len(boxes) for boxes in got[0]] == [1, 1, 2, 0]
+    for want_part, got_part in zip(want, got):
+        for want_image, got_image in zip(want_part, got_part):
+            np.testing.assert_array_equal(np.asarray(got_image, dtype=float), np.asarray(want_image, dtype=float))

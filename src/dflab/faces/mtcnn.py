@@ -38,6 +38,11 @@ class MTCNNDetector(FaceDetector):
         self.threads = threads
         self._mtcnn = MTCNN(keep_all=True, min_face_size=self.min_face_size, thresholds=list(self.thresholds),
                             select_largest=False, post_process=False, device=self.device)
+        if self.device == "cpu":
+            from dflab.faces.pooling import strided_max_pools
+
+            for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+                strided_max_pools(net)
 
     def params(self) -> dict:
         return {"name": self.name, "min_face_size": self.min_face_size, "thresholds": list(self.thresholds),
