@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from shared_media import clip_paths, evaluation_crop_paths
 
 
 def main(argv=None) -> None:
@@ -25,9 +24,8 @@ def main(argv=None) -> None:
     from dflab.media.images import load_image
     from dflab.media.video import sample_frames
 
-    crops = [load_image(path) for path in sorted((SHARED / "Task_2_3" / "evaluation").rglob("*.jpg"))[:128]]
-    clips = sorted(path for root in (SHARED / "videos" / "ffpp_c23", SHARED / "videos" / "deeperforensics")
-                   for path in root.rglob("*.mp4"))
+    crops = [load_image(path) for path in evaluation_crop_paths(128)]
+    clips = clip_paths()
     frames = [frame.image for clip in clips for frame in sample_frames(clip, 8)]
     detectors = {"1 thread": MTCNNDetector(threads=1), "PyTorch's count": MTCNNDetector(threads=None)}
     for name, images in (("crops", crops), ("frames", frames)):

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from shared_media import clip_paths, evaluation_crop_paths
 
 
 def main(argv=None) -> None:
@@ -34,9 +33,8 @@ def main(argv=None) -> None:
     from dflab.media.images import load_image
     from dflab.media.video import sample_frames
 
-    crops = [load_image(path) for path in sorted((SHARED / "Task_2_3" / "evaluation").rglob("*.jpg"))[:128]]
-    clips = sorted(path for root in (SHARED / "videos" / "ffpp_c23", SHARED / "videos" / "deeperforensics")
-                   for path in root.rglob("*.mp4"))
+    crops = [load_image(path) for path in evaluation_crop_paths(128)]
+    clips = clip_paths()
     sets = {"224 px face crops": [np.stack(crops[start:start + 32]) for start in range(0, len(crops), 32)],
             "video frames (640 px)": [np.stack([downscale_for_detection(frame.image, 640)[0]
                                                 for frame in sample_frames(clip, 32)]) for clip in clips]}

@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_media import clip_paths, evaluation_crop_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
-CLIPS = [SHARED / "videos" / "ffpp_c23", SHARED / "videos" / "deeperforensics"]
 
 
 def predict_seconds(folder: Path, out: Path, src: Path | None) -> float:
@@ -48,10 +47,6 @@ def predict_seconds(folder: Path, out: Path, src: Path | None) -> float:
     subprocess.run([sys.executable, "-m", "dflab", "predict", str(folder), "--csv", str(out), "--quiet"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
-
-
-def clip_paths() -> list[Path]:
-    return sorted(path for root in CLIPS for path in root.rglob("*.mp4"))
 
 
 def make_photos(folder: Path, side: int, per_clip: int = 8) -> int:
@@ -163,7 +158,7 @@ def main(argv=None) -> int:
         args.work = work
         crops = Path(work) / "crops"
         crops.mkdir()
-        for path in sorted((SHARED / "Task_2_3" / "evaluation").rglob("*.jpg"))[:args.crops]:
+        for path in evaluation_crop_paths(args.crops):
             (crops / f"{path.parent.name}_{path.name}").symlink_to(path)
         one = Path(work) / "one"
         one.mkdir()
